@@ -1,0 +1,106 @@
+/**
+ * The one place that reads process.env: a validated, cached parse. Defaults run on a laptop.
+ * Every variable is listed in the README's configuration table.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { ConfigError } from '../domain/errors.js';
+
+/** The package root (holds models/*.json), two levels above src/config or dist/config. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number) => z.coerce.number().int().min(min);
+const unit = z.coerce.number().min(0).max(1);
+
+const schema = z.object({
+  FACEMATCH_MODEL_PACK: z.string().min(1).default('buffalo_l'),
+  FACEMATCH_MODELS_DIR: z.string().min(1).default(path.join(PACKAGE_ROOT, 'models')),
+  FACEMATCH_VERIFY_MODELS: bool.default('true'),
+  FACEMATCH_MATCH_THRESHOLD: z.coerce.number().min(-1).max(1).optional(),
+  FACEMATCH_DEVICE: z.enum(['cpu', 'cuda']).default('cpu'),
+  FACEMATCH_CUDA_DEVICE_ID: int(0).default(0),
+  FACEMATCH_INTRA_OP_THREADS: int(0).default(0),
+  FACEMATCH_INTER_OP_THREADS: int(0).default(0),
+  FACEMATCH_DET_SCORE: unit.default(0.5),
+  FACEMATCH_NMS_IOU: unit.default(0.4),
+  FACEMATCH_MIN_FACE_SIZE: int(0).default(16),
+  FACEMATCH_MAX_PIXELS: int(1).default(150_000_000),
+  FACEMATCH_DECODE_MAX_SIDE: int(0).default(2560),
+  FACEMATCH_MAX_IMAGE_BYTES: int(1).default(64 * 1024 * 1024),
+  FACEMATCH_FETCH_TIMEOUT_MS: int(1).default(15_000),
+  FACEMATCH_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+
+export interface InferenceConfig {
+  modelPack: string;
+  modelsDir: string;
+  verifyModels: boolean;
+  /** Overrides the model pack's recommended threshold when set. */
+  matchThreshold: number | undefined;
+  device: 'cpu' | 'cuda';
+  cudaDeviceId: number;
+  /** 0 lets onnxruntime choose. */
+  intraOpThreads: number;
+  interOpThreads: number;
+  detScore: number;
+  nmsIou: number;
+  /** Faces whose box is smaller than this many pixels on its shorter side are dropped. */
+  minFaceSize: number;
+}
+
+export interface DecodeConfig {
+  maxPixels: number;
+  /** Images are shrunk on load so that their longer side is at most this (0: never). */
+  maxSide: number;
+}
+
+export interface SourceConfig {
+  maxBytes: number;
+  timeoutMs: number;
+}
+
+export interface Config {
+  inference: InferenceConfig;
+  decode: DecodeConfig;
+  source: SourceConfig;
+  logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
+}
+
+export function parseConfig(env: NodeJS.ProcessEnv): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  return {
+    inference: {
+      modelPack: e.FACEMATCH_MODEL_PACK,
+      modelsDir: path.resolve(e.FACEMATCH_MODELS_DIR),
+      verifyModels: e.FACEMATCH_VERIFY_MODELS,
+      matchThreshold: e.FACEMATCH_MATCH_THRESHOLD,
+      device: e.FACEMATCH_DEVICE,
+      cudaDeviceId: e.FACEMATCH_CUDA_DEVICE_ID,
+      intraOpThreads: e.FACEMATCH_INTRA_OP_THREADS,
+      interOpThreads: e.FACEMATCH_INTER_OP_THREADS,
+      detScore: e.FACEMATCH_DET_SCORE,
+      nmsIou: e.FACEMATCH_NMS_IOU,
+      minFaceSize: e.FACEMATCH_MIN_FACE_SIZE,
+    },
+    decode: { maxPixels: e.FACEMATCH_MAX_PIXELS, maxSide: e.FACEMATCH_DECODE_MAX_SIDE },
+    source: { maxBytes: e.FACEMATCH_MAX_IMAGE_BYTES, timeoutMs: e.FACEMATCH_FETCH_TIMEOUT_MS },
+    logLevel: e.FACEMATCH_LOG_LEVEL,
+  };
+}
+
+let cached: Config | undefined;
+
+/** The process configuration, parsed once. */
+export function loadConfig(): Config {
+  cached ??= parseConfig(process.env);
+  return cached;
+}

@@ -1,0 +1,102 @@
+/**
+ * Typed failures a caller can act on. Every error carries a stable `code` from one union; transports
+ * map codes to gRPC/HTTP status in one exhaustive switch each, and the CLI prints `{code, message}`.
+ */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'IMAGE_EMPTY'
+  | 'IMAGE_UNSUPPORTED'
+  | 'IMAGE_CORRUPT'
+  | 'IMAGE_TOO_LARGE'
+  | 'SOURCE_NOT_FOUND'
+  | 'SOURCE_UNREACHABLE'
+  | 'SOURCE_TOO_LARGE'
+  | 'NO_FACE'
+  | 'MODEL_NOT_FOUND'
+  | 'MODEL_MISMATCH'
+  | 'MODEL_CHECKSUM_MISMATCH'
+  | 'CONFIG_INVALID'
+  | 'INTERNAL';
+
+export abstract class FacematchError extends Error {
+  abstract readonly code: ErrorCode;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export class InvalidArgumentError extends FacematchError {
+  readonly code = 'INVALID_ARGUMENT';
+}
+
+/** The bytes are empty: nothing to decode. */
+export class EmptyImageError extends FacematchError {
+  readonly code = 'IMAGE_EMPTY';
+}
+
+/** The bytes are not an image in a format we decode (JPEG, PNG, WebP, GIF, TIFF, AVIF). */
+export class UnsupportedImageError extends FacematchError {
+  readonly code = 'IMAGE_UNSUPPORTED';
+}
+
+/** A known format whose data is damaged or truncated. */
+export class CorruptImageError extends FacematchError {
+  readonly code = 'IMAGE_CORRUPT';
+}
+
+/** More pixels than the configured limit (decompression-bomb guard). */
+export class ImageTooLargeError extends FacematchError {
+  readonly code = 'IMAGE_TOO_LARGE';
+}
+
+export class SourceNotFoundError extends FacematchError {
+  readonly code = 'SOURCE_NOT_FOUND';
+}
+
+export class SourceUnreachableError extends FacematchError {
+  readonly code = 'SOURCE_UNREACHABLE';
+}
+
+/** The download is larger than the configured byte limit. */
+export class SourceTooLargeError extends FacematchError {
+  readonly code = 'SOURCE_TOO_LARGE';
+}
+
+/** An operation that needs a face (compare, enrol) got an image without one. */
+export class NoFaceError extends FacematchError {
+  readonly code = 'NO_FACE';
+}
+
+export class ModelNotFoundError extends FacematchError {
+  readonly code = 'MODEL_NOT_FOUND';
+}
+
+/** The ONNX file's inputs/outputs do not fit the model pack manifest. */
+export class ModelMismatchError extends FacematchError {
+  readonly code = 'MODEL_MISMATCH';
+}
+
+export class ModelChecksumError extends FacematchError {
+  readonly code = 'MODEL_CHECKSUM_MISMATCH';
+}
+
+export class ConfigError extends FacematchError {
+  readonly code = 'CONFIG_INVALID';
+}
+
+export class InternalError extends FacematchError {
+  readonly code = 'INTERNAL';
+}
+
+/** Wraps anything thrown into a FacematchError so callers see one shape. */
+export function toFacematchError(error: unknown): FacematchError {
+  if (error instanceof FacematchError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new InternalError(message, { cause: error });
+}

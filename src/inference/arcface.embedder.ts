@@ -1,0 +1,104 @@
+/** The ArcFace-layout embedder: 5-point alignment to the 112x112 template, batched runs, L2 norm. */
+import * as ort from 'onnxruntime-node';
+import type { Landmarks, Point } from '../domain/face.js';
+import { ModelMismatchError } from '../domain/errors.js';
+import { estimateSimilarity, invertAffine, sampleToTensor, type Affine, type RgbImage } from './geometry.js';
+import type { EmbedderSpec } from './model-pack.js';
+import { inputsOf, isFixed, outputsOf, type LoadedSession } from './onnx-session.js';
+
+/** InsightFace's ArcFace destination landmarks for a 112x112 crop. */
+export const ARCFACE_TEMPLATE_112: readonly Point[] = [
+  [38.2946, 51.6963],
+  [73.5318, 51.5014],
+  [56.0252, 71.7366],
+  [41.5493, 92.3655],
+  [70.7299, 92.2041],
+];
+
+/** The transform from aligned-crop pixels to image pixels for a face with these landmarks. */
+export function alignmentToImage(landmarks: Landmarks, size: readonly [number, number]): Affine {
+  const [w, h] = size;
+  const dst = ARCFACE_TEMPLATE_112.map(([x, y]): Point => [(x * w) / 112, (y * h) / 112]);
+  return invertAffine(estimateSimilarity(landmarks, dst));
+}
+
+export class ArcFaceEmbedder {
+  readonly provider: 'cpu' | 'cuda';
+  readonly dimension: number;
+  /** Whether several faces go through one run (the model has a dynamic batch axis). */
+  readonly batched: boolean;
+  private readonly inputName: string;
+  private readonly outputName: string;
+  runMs = 0;
+  runs = 0;
+
+  constructor(
+    private readonly loaded: LoadedSession,
+    private readonly spec: EmbedderSpec,
+    file: string,
+  ) {
+    this.provider = loaded.provider;
+    const fail = (why: string): never => {
+      throw new ModelMismatchError(`embedder ${file}: ${why}`);
+    };
+    const inputs = inputsOf(loaded.session);
+    const outputs = outputsOf(loaded.session);
+    const input = inputs[0];
+    const output = outputs[0];
+    if (inputs.length !== 1 || !input) fail(`expected 1 input, found ${inputs.length}`);
+    if (outputs.length < 1 || !output) fail('the model has no output');
+    const [w, h] = spec.inputSize;
+    const s = input!.shape;
+    if (s.length !== 4 || (isFixed(s[1]) && s[1] !== 3) || (isFixed(s[2]) && s[2] !== h) || (isFixed(s[3]) && s[3] !== w)) {
+      fail(`input "${input!.name}" is [${s.join(',')}], the manifest says [N,3,${h},${w}]`);
+    }
+    const o = output!.shape;
+    const dim = o[o.length - 1];
+    if (o.length !== 2 || (isFixed(dim) && dim !== spec.embeddingSize)) {
+      fail(`output "${output!.name}" is [${o.join(',')}], the manifest says [N,${spec.embeddingSize}]`);
+    }
+    this.inputName = input!.name;
+    this.outputName = output!.name;
+    this.dimension = spec.embeddingSize;
+    this.batched = !isFixed(s[0]);
+  }
+
+  /** Aligns and embeds every face; returns L2-normalised embeddings in the same order. */
+  async embed(image: RgbImage, faces: readonly Landmarks[]): Promise<{ embeddings: Float32Array[]; alignMs: number }> {
+    const [w, h] = this.spec.inputSize;
+    const per = 3 * w * h;
+    const layout = { width: w, height: h, mean: this.spec.mean, std: this.spec.std, bgr: this.spec.colorOrder === 'BGR' };
+    const t0 = performance.now();
+    const batch = new Float32Array(per * faces.length);
+    faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, batch, i * per));
+    const alignMs = performance.now() - t0;
+    const embeddings: Float32Array[] = [];
+    const size = this.batched ? Math.max(1, faces.length) : 1;
+    for (let start = 0; start < faces.length; start += size) {
+      const n = Math.min(size, faces.length - start);
+      const tensor = new ort.Tensor('float32', batch.subarray(start * per, (start + n) * per), [n, 3, h, w]);
+      const t1 = performance.now();
+      const result = await this.loaded.session.run({ [this.inputName]: tensor });
+      this.runMs += performance.now() - t1;
+      this.runs++;
+      const out = result[this.outputName]!;
+      const data = out.data as Float32Array;
+      const dim = data.length / n;
+      if (dim !== this.dimension) {
+        throw new ModelMismatchError(`embedder returned ${dim} values per face, the manifest says ${this.dimension}`);
+      }
+      for (let i = 0; i < n; i++) embeddings.push(l2normalise(data.slice(i * dim, (i + 1) * dim)));
+      tensor.dispose();
+      for (const t of Object.values(result)) t.dispose();
+    }
+    return { embeddings, alignMs };
+  }
+}
+
+export function l2normalise(v: Float32Array): Float32Array {
+  let s = 0;
+  for (const x of v) s += x * x;
+  const n = Math.sqrt(s) || 1;
+  for (let i = 0; i < v.length; i++) v[i] = v[i]! / n;
+  return v;
+}

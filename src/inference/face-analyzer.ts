@@ -1,0 +1,167 @@
+/**
+ * The face pipeline: decode → detect (with close-up and sideways-face fallbacks) → align → embed.
+ * One instance holds the two onnxruntime sessions and is shared by every request.
+ */
+import type { InferenceConfig, DecodeConfig } from '../config/config.js';
+import type { DetectedFace, Face, FaceAnalysis, Landmarks, Point } from '../domain/face.js';
+import type { Logger } from '../telemetry/logger.js';
+import { ArcFaceEmbedder } from './arcface.embedder.js';
+import { decodeImage, type DecodedImage } from './image-decoder.js';
+import { checkModelFile, readModelPack, type ModelPack } from './model-pack.js';
+import { createSession } from './onnx-session.js';
+import { iou, nms, uprightTurns, type Candidate, type Region } from './scrfd.js';
+import { ScrfdDetector } from './scrfd.detector.js';
+
+/** A face filling more than this share of the frame triggers the padded retry. */
+const FILLS_FRAME = 0.5;
+/** Padding around the image, as a share of its longer side, for the close-up retries. */
+const CLOSE_UP_PADDING = [0.5, 1] as const;
+/** Side of the crop around a sideways face that is re-detected upright, in face sizes. */
+const SIDEWAYS_CROP = 2.5;
+
+export interface DetectOptions {
+  scoreThreshold: number;
+  nmsIou: number;
+  /** Shorter box side in original pixels below which a face is dropped. */
+  minFaceSize: number;
+}
+
+export class FaceAnalyzer {
+  private constructor(
+    readonly pack: ModelPack,
+    readonly detector: ScrfdDetector,
+    readonly embedder: ArcFaceEmbedder,
+    private readonly detectOptions: DetectOptions,
+    private readonly decodeConfig: DecodeConfig,
+    /** The match threshold in force: configuration, else the pack's recommendation. */
+    readonly threshold: number,
+  ) {}
+
+  static async load(inference: InferenceConfig, decode: DecodeConfig, log: Logger): Promise<FaceAnalyzer> {
+    const pack = await readModelPack(inference.modelPack);
+    const [detFile, embFile] = await Promise.all([
+      checkModelFile(inference.modelsDir, pack.detector, inference.verifyModels),
+      checkModelFile(inference.modelsDir, pack.embedder, inference.verifyModels),
+    ]);
+    const [det, emb] = await Promise.all([createSession(detFile, inference, log), createSession(embFile, inference, log)]);
+    const analyzer = new FaceAnalyzer(
+      pack,
+      new ScrfdDetector(det, pack.detector, detFile),
+      new ArcFaceEmbedder(emb, pack.embedder, embFile),
+      { scoreThreshold: inference.detScore, nmsIou: inference.nmsIou, minFaceSize: inference.minFaceSize },
+      decode,
+      inference.matchThreshold ?? pack.threshold,
+    );
+    log.info(
+      { pack: pack.name, provider: det.provider, threshold: analyzer.threshold, batchedEmbedder: analyzer.embedder.batched },
+      'face models ready',
+    );
+    return analyzer;
+  }
+
+  decode(bytes: Uint8Array, what?: string): Promise<DecodedImage> {
+    return decodeImage(bytes, this.decodeConfig, what);
+  }
+
+  /** Decodes and analyses one photo: every face, largest first, with its embedding. */
+  async analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis> {
+    const t0 = performance.now();
+    const decoded = await this.decode(bytes, what);
+    const decodeMs = performance.now() - t0;
+    const result = await this.analyzeDecoded(decoded);
+    result.timings.decodeMs = decodeMs;
+    return result;
+  }
+
+  async analyzeDecoded(decoded: DecodedImage): Promise<FaceAnalysis> {
+    const t0 = performance.now();
+    const detected = await this.detectDecoded(decoded);
+    const t1 = performance.now();
+    const { embeddings, alignMs } = await this.embedder.embed(
+      decoded.image,
+      detected.map((d) => d.landmarks),
+    );
+    const t2 = performance.now();
+    const faces: Face[] = detected.map((d, i) => toOriginal(d, decoded, embeddings[i]!));
+    return {
+      width: decoded.width,
+      height: decoded.height,
+      faces,
+      timings: {
+        decodeMs: 0,
+        detectMs: t1 - t0,
+        alignMs,
+        embedMs: t2 - t1 - alignMs,
+      },
+    };
+  }
+
+  /** Faces in decoded-image coordinates, largest first. */
+  async detectDecoded(decoded: DecodedImage): Promise<DetectedFace[]> {
+    const { image } = decoded;
+    const { scoreThreshold, nmsIou } = this.detectOptions;
+    const W = image.width;
+    const H = image.height;
+    const detect = (region: Region, turns: 0 | 1 | 2 | 3): Promise<Candidate[]> =>
+      this.detector.detect(image, region, turns, scoreThreshold);
+
+    let faces = nms(await detect({ x: 0, y: 0, width: W, height: H }, 0), nmsIou);
+
+    // Close-ups: a face that fills the frame is often missed or cut; retry with padding around it.
+    const fills = (f: Candidate): boolean => Math.max(f.box.width / W, f.box.height / H) > FILLS_FRAME;
+    if (faces.length === 0 || faces.some(fills)) {
+      for (const pad of CLOSE_UP_PADDING) {
+        const p = pad * Math.max(W, H);
+        const more = await detect({ x: -p, y: -p, width: W + 2 * p, height: H + 2 * p }, 0);
+        if (more.length > 0) {
+          faces = nms([...more, ...faces], nmsIou);
+          break;
+        }
+      }
+    }
+
+    // Sideways faces: re-detect upright in a crop around the face, so that landmarks are reliable.
+    faces = await Promise.all(
+      faces.map(async (face) => {
+        const turns = uprightTurns(face.landmarks);
+        if (turns === 0) return face;
+        const side = SIDEWAYS_CROP * Math.max(face.box.width, face.box.height);
+        const cx = face.box.x + face.box.width / 2;
+        const cy = face.box.y + face.box.height / 2;
+        const again = await detect({ x: cx - side / 2, y: cy - side / 2, width: side, height: side }, turns);
+        const best = again
+          .filter((c) => iou(c.box, face.box) > 0.3)
+          .sort((p, q) => q.score - p.score)[0];
+        return best ?? face;
+      }),
+    );
+
+    const minSide = this.detectOptions.minFaceSize;
+    return faces
+      .filter((f) => Math.min(f.box.width / decoded.scaleX, f.box.height / decoded.scaleY) >= minSide)
+      .sort((p, q) => q.box.width * q.box.height - p.box.width * p.box.height);
+  }
+
+  /** Faces of an already decoded image, in original coordinates, without embeddings. */
+  async detectFaces(decoded: DecodedImage): Promise<DetectedFace[]> {
+    const found = await this.detectDecoded(decoded);
+    return found.map((d) => {
+      const { embedding: _unused, ...rest } = toOriginal(d, decoded, new Float32Array(0));
+      return rest;
+    });
+  }
+}
+
+function toOriginal(d: DetectedFace, decoded: DecodedImage, embedding: Float32Array): Face {
+  const sx = 1 / decoded.scaleX;
+  const sy = 1 / decoded.scaleY;
+  const pt = (p: Point): Point => [p[0] * sx, p[1] * sy];
+  const l = d.landmarks;
+  const landmarks: Landmarks = [pt(l[0]), pt(l[1]), pt(l[2]), pt(l[3]), pt(l[4])];
+  return {
+    box: { x: d.box.x * sx, y: d.box.y * sy, width: d.box.width * sx, height: d.box.height * sy },
+    score: d.score,
+    landmarks,
+    embedding,
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * Image decoding with sharp (libvips): EXIF orientation applied, JPEG/PNG/WebP/GIF/TIFF/AVIF to
+ * 8-bit RGB, a pixel limit against decompression bombs, and shrink-on-load so that camera originals
+ * are decoded no larger than the pipeline needs. libvips runs on its own threads, off the event loop.
+ */
+import sharp from 'sharp';
+import {
+  CorruptImageError,
+  EmptyImageError,
+  FacematchError,
+  ImageTooLargeError,
+  UnsupportedImageError,
+} from '../domain/errors.js';
+import type { DecodeConfig } from '../config/config.js';
+import type { RgbImage } from './geometry.js';
+
+export interface DecodedImage {
+  image: RgbImage;
+  /** Size of the upright original, in pixels; face coordinates are reported in this frame. */
+  width: number;
+  height: number;
+  /** decoded pixels per original pixel (≤ 1). */
+  scaleX: number;
+  scaleY: number;
+  format: string;
+}
+
+const FORMATS = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif']);
+
+function classify(error: unknown, what: string): FacematchError {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/pixel limit/i.test(message)) return new ImageTooLargeError(`${what} has more pixels than allowed`, { cause: error });
+  if (/unsupported image format|bad seek|not a known file format/i.test(message)) {
+    return new UnsupportedImageError(`${what} is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, AVIF)`, {
+      cause: error,
+    });
+  }
+  return new CorruptImageError(`${what} could not be decoded: ${message.split('\n')[0]}`, { cause: error });
+}
+
+export async function decodeImage(bytes: Uint8Array, config: DecodeConfig, what = 'the image'): Promise<DecodedImage> {
+  if (bytes.length === 0) throw new EmptyImageError(`${what} is empty (0 bytes)`);
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (error) {
+    throw classify(error, what);
+  }
+  const format = meta.format ?? 'unknown';
+  if (!FORMATS.has(format) || (format === 'heif' && meta.compression !== 'av1')) {
+    throw new UnsupportedImageError(`${what} is ${format.toUpperCase()}; supported are JPEG, PNG, WebP, GIF, TIFF, AVIF`);
+  }
+  const w = meta.width ?? 0;
+  const h = meta.height ?? 0;
+  if (w <= 0 || h <= 0) throw new CorruptImageError(`${what} has no dimensions`);
+  if (w * h > config.maxPixels) {
+    throw new ImageTooLargeError(
+      `${what} is ${w}x${h} (${((w * h) / 1e6).toFixed(1)} MP); the limit is ${(config.maxPixels / 1e6).toFixed(1)} MP`,
+    );
+  }
+  const swap = (meta.orientation ?? 1) >= 5;
+  const width = swap ? h : w;
+  const height = swap ? w : h;
+  const scale = config.maxSide > 0 ? Math.min(1, config.maxSide / Math.max(width, height)) : 1;
+  const tw = Math.max(1, Math.round(width * scale));
+  const th = Math.max(1, Math.round(height * scale));
+  try {
+    let pipeline = sharp(bytes, { limitInputPixels: config.maxPixels, failOn: 'error' }).rotate();
+    if (tw !== width || th !== height) pipeline = pipeline.resize(tw, th, { fit: 'fill', kernel: 'linear' });
+    const { data, info } = await pipeline
+      .flatten({ background: '#000000' })
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new CorruptImageError(`${what} decoded to ${info.channels} channels, expected 3`);
+    return {
+      image: { data, width: info.width, height: info.height },
+      width,
+      height,
+      scaleX: info.width / width,
+      scaleY: info.height / height,
+      format,
+    };
+  } catch (error) {
+    if (error instanceof FacematchError) throw error;
+    throw classify(error, what);
+  }
+}
