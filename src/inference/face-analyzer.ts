@@ -9,7 +9,7 @@ import { ArcFaceEmbedder } from './arcface.embedder.js';
 import { decodeImage, type DecodedImage } from './image-decoder.js';
 import { checkModelFile, readModelPack, type ModelPack } from './model-pack.js';
 import { createSession } from './onnx-session.js';
-import { iou, nms, uprightTurns, type Candidate, type Region } from './scrfd.js';
+import { iou, nms, uprightTurns, type Candidate, type QuarterTurns, type Region } from './scrfd.js';
 import { ScrfdDetector } from './scrfd.detector.js';
 
 /** A face filling more than this share of the frame triggers the padded retry. */
@@ -18,6 +18,16 @@ const FILLS_FRAME = 0.5;
 const CLOSE_UP_PADDING = [0.5, 1] as const;
 /** Side of the crop around a sideways face that is re-detected upright, in face sizes. */
 const SIDEWAYS_CROP = 2.5;
+/**
+ * Upright faces mostly score above this with SCRFD; when no face in a photo does, the photo may be
+ * turned, and the other three orientations are tried (three more detector runs).
+ */
+const CONFIDENT = 0.8;
+
+interface ViewCandidate extends Candidate {
+  /** Quarter turns of the view it was found in. */
+  turns: QuarterTurns;
+}
 
 export interface DetectOptions {
   scoreThreshold: number;
@@ -102,17 +112,23 @@ export class FaceAnalyzer {
     const { scoreThreshold, nmsIou } = this.detectOptions;
     const W = image.width;
     const H = image.height;
-    const detect = (region: Region, turns: 0 | 1 | 2 | 3): Promise<Candidate[]> =>
-      this.detector.detect(image, region, turns, scoreThreshold);
+    const whole: Region = { x: 0, y: 0, width: W, height: H };
+    const padded = (pad: number): Region => {
+      const p = pad * Math.max(W, H);
+      return { x: -p, y: -p, width: W + 2 * p, height: H + 2 * p };
+    };
+    const detect = async (region: Region, turns: QuarterTurns): Promise<ViewCandidate[]> =>
+      (await this.detector.detect(image, region, turns, scoreThreshold)).map((c) => ({ ...c, turns }));
 
-    let faces = nms(await detect({ x: 0, y: 0, width: W, height: H }, 0), nmsIou);
+    let faces = nms(await detect(whole, 0), nmsIou);
 
     // Close-ups: a face that fills the frame is often missed or cut; retry with padding around it.
     const fills = (f: Candidate): boolean => Math.max(f.box.width / W, f.box.height / H) > FILLS_FRAME;
+    let closeUp = false;
     if (faces.length === 0 || faces.some(fills)) {
+      closeUp = true;
       for (const pad of CLOSE_UP_PADDING) {
-        const p = pad * Math.max(W, H);
-        const more = await detect({ x: -p, y: -p, width: W + 2 * p, height: H + 2 * p }, 0);
+        const more = await detect(padded(pad), 0);
         if (more.length > 0) {
           faces = nms([...more, ...faces], nmsIou);
           break;
@@ -120,18 +136,31 @@ export class FaceAnalyzer {
       }
     }
 
-    // Sideways faces: re-detect upright in a crop around the face, so that landmarks are reliable.
+    // A photo turned sideways or upside down (no EXIF tag): SCRFD finds no confident face, or none
+    // at all. Try the other orientations and keep the view whose best face scores highest. A face
+    // upside down in a view can still score well, so close-ups are tried both whole and padded.
+    if (!faces.some((f) => f.score >= CONFIDENT)) {
+      const best = (c: readonly Candidate[]): number => Math.max(0, ...c.map((f) => f.score));
+      const regions = closeUp ? [whole, padded(CLOSE_UP_PADDING[0])] : [whole];
+      for (const turns of [1, 3, 2] as const) {
+        for (const region of regions) {
+          const more = nms(await detect(region, turns), nmsIou);
+          if (best(more) > best(faces)) faces = more;
+        }
+      }
+    }
+
+    // A sideways face among upright ones: its landmarks tell its roll; re-detect it upright in a crop
+    // around it, so that its landmarks (and so its alignment) are reliable.
     faces = await Promise.all(
       faces.map(async (face) => {
         const turns = uprightTurns(face.landmarks);
-        if (turns === 0) return face;
+        if (turns === 0 || face.turns !== 0) return face;
         const side = SIDEWAYS_CROP * Math.max(face.box.width, face.box.height);
         const cx = face.box.x + face.box.width / 2;
         const cy = face.box.y + face.box.height / 2;
         const again = await detect({ x: cx - side / 2, y: cy - side / 2, width: side, height: side }, turns);
-        const best = again
-          .filter((c) => iou(c.box, face.box) > 0.3)
-          .sort((p, q) => q.score - p.score)[0];
+        const best = again.filter((c) => iou(c.box, face.box) > 0.3).sort((p, q) => q.score - p.score)[0];
         return best ?? face;
       }),
     );
@@ -139,7 +168,8 @@ export class FaceAnalyzer {
     const minSide = this.detectOptions.minFaceSize;
     return faces
       .filter((f) => Math.min(f.box.width / decoded.scaleX, f.box.height / decoded.scaleY) >= minSide)
-      .sort((p, q) => q.box.width * q.box.height - p.box.width * p.box.height);
+      .sort((p, q) => q.box.width * q.box.height - p.box.width * p.box.height)
+      .map(({ box, score, landmarks }) => ({ box, score, landmarks }));
   }
 
   /** Faces of an already decoded image, in original coordinates, without embeddings. */

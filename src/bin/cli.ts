@@ -1,0 +1,131 @@
+#!/usr/bin/env node
+/**
+ * facematch command line. Prints one JSON document on stdout per command; errors go to stderr as
+ * JSON `{"code", "message"}` with a non-zero exit status (2 for usage errors, 1 otherwise).
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { loadConfig, type Config } from '../config/config.js';
+import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
+import { cosine, type DetectedFace } from '../domain/face.js';
+import { readImageSource } from '../adapters/image-source/image-source.js';
+import { annotate } from '../inference/annotate.js';
+import { FaceAnalyzer } from '../inference/face-analyzer.js';
+import { fetchModelPack } from '../inference/model-fetch.js';
+import { checkModelFile, readModelPack } from '../inference/model-pack.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+
+const USAGE = `usage:
+  facematch detect <file-or-url> [--draw out.jpg]   faces in a photo, largest first
+  facematch compare <a> <b>                         cosine similarity of the largest faces
+  facematch models fetch [--pack NAME]              download a pack's weights, verify sha256
+  facematch models verify [--pack NAME]             check a pack's weights against its sha256
+configuration: FACEMATCH_* environment variables (see README)`;
+
+const r2 = (n: number): number => Math.round(n * 100) / 100;
+const r4 = (n: number): number => Math.round(n * 10_000) / 10_000;
+
+function faceJson(f: DetectedFace): unknown {
+  return {
+    box: { x: r2(f.box.x), y: r2(f.box.y), width: r2(f.box.width), height: r2(f.box.height) },
+    score: r4(f.score),
+    landmarks: f.landmarks.map(([x, y]) => [r2(x), r2(y)]),
+  };
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+async function detect(args: string[], config: Config, log: Logger): Promise<void> {
+  const { values, positionals } = parseArgs({ args, options: { draw: { type: 'string' } }, allowPositionals: true });
+  const [ref] = positionals;
+  if (!ref || positionals.length !== 1) throw new InvalidArgumentError('detect takes one image: facematch detect <file-or-url>');
+  const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const bytes = await readImageSource(ref, config.source);
+  const decoded = await analyzer.decode(bytes, ref);
+  const faces = await analyzer.detectFaces(decoded);
+  if (values.draw) {
+    await writeFile(values.draw, await annotate(bytes, faces, { maxPixels: config.decode.maxPixels }));
+  }
+  print({ width: decoded.width, height: decoded.height, faces: faces.map(faceJson) });
+}
+
+async function compare(args: string[], config: Config, log: Logger): Promise<void> {
+  const { positionals } = parseArgs({ args, allowPositionals: true });
+  if (positionals.length !== 2) throw new InvalidArgumentError('compare takes two images: facematch compare <a> <b>');
+  const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const [a, b] = await Promise.all(
+    positionals.map(async (ref) => {
+      const analysis = await analyzer.analyze(await readImageSource(ref, config.source), ref);
+      const face = analysis.faces[0];
+      if (!face) throw new NoFaceError(`no face found in ${ref}`);
+      return face;
+    }),
+  );
+  const similarity = cosine(a!.embedding, b!.embedding);
+  print({
+    similarity: r4(similarity),
+    threshold: analyzer.threshold,
+    match: similarity >= analyzer.threshold,
+    pack: analyzer.pack.name,
+    a: faceJson(a!),
+    b: faceJson(b!),
+  });
+}
+
+async function models(args: string[], config: Config): Promise<void> {
+  const [action, ...rest] = args;
+  const { values } = parseArgs({ args: rest, options: { pack: { type: 'string' } } });
+  const pack = await readModelPack(values.pack ?? config.inference.modelPack);
+  const dir = config.inference.modelsDir;
+  switch (action ?? '') {
+    case 'fetch': {
+      const files = await fetchModelPack(pack, dir, {
+        onProgress: ({ file, bytes, total }) =>
+          process.stderr.write(`\r${file}: ${(bytes / 1e6).toFixed(1)}${total ? ` / ${(total / 1e6).toFixed(1)}` : ''} MB`),
+      });
+      process.stderr.write('\n');
+      print({ pack: pack.name, modelsDir: dir, files });
+      return;
+    }
+    case 'verify': {
+      const files = [];
+      for (const spec of [pack.detector, pack.embedder]) {
+        files.push({ file: spec.file, path: await checkModelFile(dir, spec, true), sha256: spec.sha256, status: 'verified' });
+      }
+      print({ pack: pack.name, modelsDir: dir, files });
+      return;
+    }
+    default:
+      throw new InvalidArgumentError(`unknown models action "${action ?? ''}"; use fetch or verify`);
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...args] = argv;
+  if (!command || command === '--help' || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const config = loadConfig();
+  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  switch (command) {
+    case 'detect':
+      return detect(args, config, log);
+    case 'compare':
+      return compare(args, config, log);
+    case 'models':
+      return models(args, config);
+    default:
+      throw new InvalidArgumentError(`unknown command "${command}"\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const e: FacematchError = error instanceof TypeError && (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
+    ? new InvalidArgumentError(error.message)
+    : toFacematchError(error);
+  process.stderr.write(`${JSON.stringify(e.toJSON())}\n`);
+  process.exitCode = e.code === 'INVALID_ARGUMENT' ? 2 : 1;
+});

@@ -1,0 +1,46 @@
+/** Paths to ../shared (real models and photos, never copied into the repo) and a shared analyzer. */
+import { readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseConfig, type Config } from '../../src/config/config.js';
+import { FaceAnalyzer } from '../../src/inference/face-analyzer.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+
+export const REPO = path.resolve(import.meta.dirname, '..', '..');
+export const SHARED = process.env.FACEMATCH_SHARED_DIR ?? path.resolve(REPO, '..', 'shared');
+export const MODELS_DIR = path.join(SHARED, 'models');
+export const FACES_DIR = path.join(SHARED, 'testdata', 'faces');
+export const GROUPS_DIR = path.join(SHARED, 'testdata', 'groups');
+
+/** Configuration for tests: the `test` pack from ../shared/models, other defaults untouched. */
+export function testConfig(extra: Record<string, string> = {}): Config {
+  return parseConfig({ FACEMATCH_MODEL_PACK: 'test', FACEMATCH_MODELS_DIR: MODELS_DIR, ...extra });
+}
+
+let analyzer: Promise<FaceAnalyzer> | undefined;
+
+export function sharedAnalyzer(): Promise<FaceAnalyzer> {
+  const c = testConfig();
+  analyzer ??= FaceAnalyzer.load(c.inference, c.decode, createLogger('warn'));
+  return analyzer;
+}
+
+export interface Identity {
+  id: string;
+  files: string[];
+}
+
+/** The 23 identities of testdata/faces, each with its photos in name order. */
+export function identities(): Identity[] {
+  return readdirSync(FACES_DIR)
+    .sort()
+    .map((id) => ({
+      id,
+      files: readdirSync(path.join(FACES_DIR, id))
+        .sort()
+        .map((f) => path.join(FACES_DIR, id, f)),
+    }));
+}
+
+export const group = (name: string): string => path.join(GROUPS_DIR, name);
+export const read = (file: string): Promise<Buffer> => readFile(file);
