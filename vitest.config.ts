@@ -7,5 +7,8 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    // The JSON report feeds CI's closing "N passed, N failed" line (scripts/test-summary.mjs).
+    reporters: ['default', 'json'],
+    outputFile: { json: 'reports/vitest.json' },
   },
 });

@@ -1,0 +1,152 @@
+/** Bad input gets a typed error with a stable code and a readable message; nothing crashes. */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { deflateSync } from 'node:zlib';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readImageSource } from '../../src/adapters/image-source/image-source.js';
+import { FacematchError } from '../../src/domain/errors.js';
+import { decodeImage } from '../../src/inference/image-decoder.js';
+import { group, read, testConfig } from '../support/shared.js';
+
+const config = testConfig();
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (error) {
+    expect(error).toBeInstanceOf(FacematchError);
+    expect((error as Error).message.length).toBeGreaterThan(10);
+    return (error as FacematchError).code;
+  }
+  throw new Error('expected a failure');
+}
+
+/** A valid PNG signature and IHDR chunk claiming width x height, followed by a tiny IDAT. */
+function pngHeader(width: number, height: number): Buffer {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (b: Buffer): number => {
+    let c = 0xffffffff;
+    for (const x of b) c = crcTable[(c ^ x) & 0xff]! ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(Buffer.alloc(64))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+describe('decoding bad images', () => {
+  it('an empty file is IMAGE_EMPTY', async () => {
+    expect(await codeOf(decodeImage(new Uint8Array(0), config.decode))).toBe('IMAGE_EMPTY');
+  });
+
+  it('text is IMAGE_UNSUPPORTED', async () => {
+    expect(await codeOf(decodeImage(Buffer.from('this is not an image at all\n'), config.decode))).toBe('IMAGE_UNSUPPORTED');
+  });
+
+  it('an SVG (a format we do not accept) is IMAGE_UNSUPPORTED', async () => {
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>');
+    expect(await codeOf(decodeImage(svg, config.decode))).toBe('IMAGE_UNSUPPORTED');
+  });
+
+  it('a truncated JPEG is IMAGE_CORRUPT', async () => {
+    const jpeg = await read(group('insightface_t1.jpg'));
+    expect(await codeOf(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2)), config.decode))).toBe('IMAGE_CORRUPT');
+  });
+
+  it('a 50000x50000 PNG header is IMAGE_TOO_LARGE before any pixel is decoded', async () => {
+    const bomb = pngHeader(50_000, 50_000);
+    expect(bomb.length).toBeLessThan(200);
+    expect(await codeOf(decodeImage(bomb, config.decode))).toBe('IMAGE_TOO_LARGE');
+  });
+
+  it.each(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'] as const)('decodes %s to upright RGB', async (format) => {
+    const source = sharp(await read(group('facerec_two_people.jpg'))).resize(300);
+    const bytes = await source.toFormat(format).toBuffer();
+    const decoded = await decodeImage(bytes, config.decode);
+    expect(decoded.image.data.length).toBe(decoded.image.width * decoded.image.height * 3);
+    expect(decoded.width).toBe(300);
+  });
+
+  it('shrinks large images on load and reports the original size', async () => {
+    const big = await sharp(await read(group('insightface_t1.jpg'))).resize(6000, 4000).jpeg().toBuffer();
+    const decoded = await decodeImage(big, { ...config.decode, maxSide: 2000 });
+    expect([decoded.width, decoded.height]).toEqual([6000, 4000]);
+    expect(Math.max(decoded.image.width, decoded.image.height)).toBe(2000);
+  });
+
+  it('applies the EXIF orientation', async () => {
+    const tagged = await sharp(await read(group('facerec_two_people.jpg')))
+      .resize(300, 200)
+      .withMetadata({ orientation: 6 })
+      .jpeg()
+      .toBuffer();
+    const decoded = await decodeImage(tagged, config.decode);
+    expect([decoded.width, decoded.height]).toEqual([200, 300]);
+  });
+});
+
+describe('reading image sources', () => {
+  let server: Server;
+  let base: string;
+  beforeAll(async () => {
+    const jpeg = await read(group('facerec_two_people.jpg'));
+    server = createServer((req, res) => {
+      if (req.url === '/photo.jpg') res.writeHead(200, { 'content-type': 'image/jpeg' }).end(jpeg);
+      else if (req.url === '/moved') res.writeHead(302, { location: '/photo.jpg' }).end();
+      else if (req.url === '/loop') res.writeHead(302, { location: '/loop' }).end();
+      else if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('downloads over http and follows redirects', async () => {
+    const bytes = await readImageSource(`${base}/moved`, config.source);
+    expect(bytes.length).toBe((await read(group('facerec_two_people.jpg'))).length);
+  });
+
+  it('a 404 is SOURCE_NOT_FOUND, a missing file too', async () => {
+    expect(await codeOf(readImageSource(`${base}/nope.jpg`, config.source))).toBe('SOURCE_NOT_FOUND');
+    expect(await codeOf(readImageSource('/no/such/file.jpg', config.source))).toBe('SOURCE_NOT_FOUND');
+  });
+
+  it('an unreachable URL, a redirect loop and a timeout are SOURCE_UNREACHABLE', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    expect(await codeOf(readImageSource(`http://127.0.0.1:${port}/x.jpg`, config.source))).toBe('SOURCE_UNREACHABLE');
+    expect(await codeOf(readImageSource(`${base}/loop`, config.source))).toBe('SOURCE_UNREACHABLE');
+    expect(await codeOf(readImageSource(`${base}/slow`, { ...config.source, timeoutMs: 200 }))).toBe('SOURCE_UNREACHABLE');
+  });
+
+  it('a download over the byte limit is SOURCE_TOO_LARGE', async () => {
+    expect(await codeOf(readImageSource(`${base}/photo.jpg`, { ...config.source, maxBytes: 1000 }))).toBe('SOURCE_TOO_LARGE');
+  });
+
+  it('an unsupported scheme is INVALID_ARGUMENT', async () => {
+    expect(await codeOf(readImageSource('ftp://example.org/a.jpg', config.source))).toBe('INVALID_ARGUMENT');
+  });
+});
