@@ -18,7 +18,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 const USAGE = `usage:
   facematch detect <file-or-url> [--draw out.jpg]   faces in a photo, largest first
   facematch compare <a> <b>                         cosine similarity of the largest faces
-  facematch models fetch [--pack NAME]              download a pack's weights, verify sha256
+  facematch models fetch [--pack NAME] [--url URL]  download a pack's weights (zip), verify sha256
   facematch models verify [--pack NAME]             check a pack's weights against its sha256
 configuration: FACEMATCH_* environment variables (see README)`;
 
@@ -76,12 +76,13 @@ async function compare(args: string[], config: Config, log: Logger): Promise<voi
 
 async function models(args: string[], config: Config): Promise<void> {
   const [action, ...rest] = args;
-  const { values } = parseArgs({ args: rest, options: { pack: { type: 'string' } } });
+  const { values } = parseArgs({ args: rest, options: { pack: { type: 'string' }, url: { type: 'string' } } });
   const pack = await readModelPack(values.pack ?? config.inference.modelPack);
   const dir = config.inference.modelsDir;
   switch (action ?? '') {
     case 'fetch': {
       const files = await fetchModelPack(pack, dir, {
+        ...(values.url ? { url: values.url } : {}),
         onProgress: ({ file, bytes, total }) =>
           process.stderr.write(`\r${file}: ${(bytes / 1e6).toFixed(1)}${total ? ` / ${(total / 1e6).toFixed(1)}` : ''} MB`),
       });
