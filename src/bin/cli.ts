@@ -8,7 +8,9 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
 import { cosine, type DetectedFace } from '../domain/face.js';
-import { readImageSource } from '../adapters/image-source/image-source.js';
+import { AddressPolicy } from '../adapters/image-source/address-policy.js';
+import { CompositeImageSource } from '../adapters/image-source/composite.image-source.js';
+import { HttpImageSource } from '../adapters/image-source/http.image-source.js';
 import { annotate } from '../inference/annotate.js';
 import { FaceAnalyzer } from '../inference/face-analyzer.js';
 import { fetchModelPack } from '../inference/model-fetch.js';
@@ -33,6 +35,12 @@ function faceJson(f: DetectedFace): unknown {
   };
 }
 
+/** The CLI reads local files and URLs (no object store). */
+function imageSource(config: Config): CompositeImageSource {
+  const http = new HttpImageSource(config.source, new AddressPolicy(config.source.allow));
+  return new CompositeImageSource({ http, localFiles: true, config: config.source });
+}
+
 function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
@@ -42,7 +50,7 @@ async function detect(args: string[], config: Config, log: Logger): Promise<void
   const [ref] = positionals;
   if (!ref || positionals.length !== 1) throw new InvalidArgumentError('detect takes one image: facematch detect <file-or-url>');
   const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
-  const bytes = await readImageSource(ref, config.source);
+  const bytes = await imageSource(config).read(ref);
   const decoded = await analyzer.decode(bytes, ref);
   const faces = await analyzer.detectFaces(decoded);
   if (values.draw) {
@@ -55,9 +63,10 @@ async function compare(args: string[], config: Config, log: Logger): Promise<voi
   const { positionals } = parseArgs({ args, allowPositionals: true });
   if (positionals.length !== 2) throw new InvalidArgumentError('compare takes two images: facematch compare <a> <b>');
   const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const source = imageSource(config);
   const [a, b] = await Promise.all(
     positionals.map(async (ref) => {
-      const analysis = await analyzer.analyze(await readImageSource(ref, config.source), ref);
+      const analysis = await analyzer.analyze(await source.read(ref), ref);
       const face = analysis.faces[0];
       if (!face) throw new NoFaceError(`no face found in ${ref}`);
       return face;

@@ -32,6 +32,14 @@ const schema = z.object({
   FACEMATCH_DECODE_MAX_SIDE: int(0).default(2560),
   FACEMATCH_MAX_IMAGE_BYTES: int(1).default(64 * 1024 * 1024),
   FACEMATCH_FETCH_TIMEOUT_MS: int(1).default(15_000),
+  FACEMATCH_SOURCE_ALLOW: z.string().default(''),
+  FACEMATCH_DATA_DIR: z.string().min(1).default('data'),
+  FACEMATCH_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').default('facematch'),
+  FACEMATCH_HOST: z.string().min(1).default('0.0.0.0'),
+  FACEMATCH_GRPC_PORT: int(0).max(65535).default(50051),
+  FACEMATCH_HTTP_PORT: int(0).max(65535).default(8080),
+  FACEMATCH_MAX_IN_FLIGHT: int(1).default(8),
+  FACEMATCH_MAX_MESSAGE_BYTES: int(1024).default(4 * 1024 * 1024),
   FACEMATCH_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -61,12 +69,31 @@ export interface DecodeConfig {
 export interface SourceConfig {
   maxBytes: number;
   timeoutMs: number;
+  /** CIDRs or addresses downloads may reach besides public unicast ones (SSRF allow-list). */
+  allow: string[];
+}
+
+export interface ServerConfig {
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  /** Requests being processed at once; beyond it, RESOURCE_EXHAUSTED instead of a queue. */
+  maxInFlight: number;
+  maxMessageBytes: number;
+}
+
+export interface StoreConfig {
+  /** Embedded stores live here: db/ (PGlite) and objects/ (annotated images). */
+  dataDir: string;
+  bucket: string;
 }
 
 export interface Config {
   inference: InferenceConfig;
   decode: DecodeConfig;
   source: SourceConfig;
+  server: ServerConfig;
+  stores: StoreConfig;
   logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
 }
 
@@ -92,7 +119,21 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       minFaceSize: e.FACEMATCH_MIN_FACE_SIZE,
     },
     decode: { maxPixels: e.FACEMATCH_MAX_PIXELS, maxSide: e.FACEMATCH_DECODE_MAX_SIDE },
-    source: { maxBytes: e.FACEMATCH_MAX_IMAGE_BYTES, timeoutMs: e.FACEMATCH_FETCH_TIMEOUT_MS },
+    source: {
+      maxBytes: e.FACEMATCH_MAX_IMAGE_BYTES,
+      timeoutMs: e.FACEMATCH_FETCH_TIMEOUT_MS,
+      allow: e.FACEMATCH_SOURCE_ALLOW.split(',')
+        .map((a) => a.trim())
+        .filter(Boolean),
+    },
+    server: {
+      host: e.FACEMATCH_HOST,
+      grpcPort: e.FACEMATCH_GRPC_PORT,
+      httpPort: e.FACEMATCH_HTTP_PORT,
+      maxInFlight: e.FACEMATCH_MAX_IN_FLIGHT,
+      maxMessageBytes: e.FACEMATCH_MAX_MESSAGE_BYTES,
+    },
+    stores: { dataDir: path.resolve(e.FACEMATCH_DATA_DIR), bucket: e.FACEMATCH_BUCKET },
     logLevel: e.FACEMATCH_LOG_LEVEL,
   };
 }

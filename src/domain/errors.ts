@@ -16,6 +16,10 @@ export type ErrorCode =
   | 'MODEL_MISMATCH'
   | 'MODEL_CHECKSUM_MISMATCH'
   | 'CONFIG_INVALID'
+  | 'NOT_FOUND'
+  | 'BACKEND_UNAVAILABLE'
+  | 'OVERLOADED'
+  | 'SOURCE_FORBIDDEN'
   | 'INTERNAL';
 
 export abstract class FacematchError extends Error {
@@ -88,6 +92,26 @@ export class ModelChecksumError extends FacematchError {
 
 export class ConfigError extends FacematchError {
   readonly code = 'CONFIG_INVALID';
+}
+
+/** A photo or user id that is not known. */
+export class NotFoundError extends FacematchError {
+  readonly code = 'NOT_FOUND';
+}
+
+/** A store (vector, object, match) cannot be reached; the message names it. */
+export class BackendUnavailableError extends FacematchError {
+  readonly code = 'BACKEND_UNAVAILABLE';
+}
+
+/** Too much work in flight: try again later. */
+export class OverloadedError extends FacematchError {
+  readonly code = 'OVERLOADED';
+}
+
+/** A URL to a private, loopback or link-local address that is not allow-listed (SSRF guard). */
+export class SourceForbiddenError extends FacematchError {
+  readonly code = 'SOURCE_FORBIDDEN';
 }
 
 export class InternalError extends FacematchError {

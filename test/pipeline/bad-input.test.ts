@@ -4,12 +4,21 @@ import type { AddressInfo } from 'node:net';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readImageSource } from '../../src/adapters/image-source/image-source.js';
+import { AddressPolicy } from '../../src/adapters/image-source/address-policy.js';
+import { CompositeImageSource } from '../../src/adapters/image-source/composite.image-source.js';
+import { HttpImageSource } from '../../src/adapters/image-source/http.image-source.js';
+import type { SourceConfig } from '../../src/config/config.js';
 import { FacematchError } from '../../src/domain/errors.js';
 import { decodeImage } from '../../src/inference/image-decoder.js';
 import { group, read, testConfig } from '../support/shared.js';
 
 const config = testConfig();
+
+/** Loopback is allow-listed explicitly, as a deployment would allow-list an internal range. */
+function readImageSource(ref: string, source: SourceConfig, allow = ['127.0.0.0/8']): Promise<Uint8Array> {
+  const http = new HttpImageSource(source, new AddressPolicy(allow));
+  return new CompositeImageSource({ http, localFiles: true, config: source }).read(ref);
+}
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -113,6 +122,7 @@ describe('reading image sources', () => {
     server = createServer((req, res) => {
       if (req.url === '/photo.jpg') res.writeHead(200, { 'content-type': 'image/jpeg' }).end(jpeg);
       else if (req.url === '/moved') res.writeHead(302, { location: '/photo.jpg' }).end();
+      else if (req.url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
       else if (req.url === '/loop') res.writeHead(302, { location: '/loop' }).end();
       else if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
       else res.writeHead(404).end();
@@ -144,6 +154,19 @@ describe('reading image sources', () => {
 
   it('a download over the byte limit is SOURCE_TOO_LARGE', async () => {
     expect(await codeOf(readImageSource(`${base}/photo.jpg`, { ...config.source, maxBytes: 1000 }))).toBe('SOURCE_TOO_LARGE');
+  });
+
+  it('loopback, private and link-local addresses are SOURCE_FORBIDDEN unless allow-listed', async () => {
+    expect(await codeOf(readImageSource(`${base}/photo.jpg`, config.source, []))).toBe('SOURCE_FORBIDDEN');
+    expect(await codeOf(readImageSource('http://localhost:1/x.jpg', config.source, []))).toBe('SOURCE_FORBIDDEN');
+    expect(await codeOf(readImageSource('http://169.254.169.254/latest/meta-data', config.source, []))).toBe('SOURCE_FORBIDDEN');
+    expect(await codeOf(readImageSource('http://10.0.0.1/x.jpg', config.source, []))).toBe('SOURCE_FORBIDDEN');
+    expect(await codeOf(readImageSource('http://[::1]:1/x.jpg', config.source, []))).toBe('SOURCE_FORBIDDEN');
+    // A redirect from an allowed host to a forbidden one is refused too.
+    expect(await codeOf(readImageSource(`${base}/to-metadata`, config.source))).toBe('SOURCE_FORBIDDEN');
+    const open = new AddressPolicy(['127.0.0.1']);
+    expect(open.refusal('127.0.0.1')).toBeUndefined();
+    expect(open.refusal('127.0.0.2')).toMatch(/loopback/);
   });
 
   it('an unsupported scheme is INVALID_ARGUMENT', async () => {

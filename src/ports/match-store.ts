@@ -1,0 +1,38 @@
+/** Photos, their faces and the match records: relational, transactional (PGlite / PostgreSQL). */
+import type { FaceRecord, MatchRecord, PhotoRecord } from '../domain/photo.js';
+
+export interface UserPhoto {
+  photoId: string;
+  eventId: string;
+  /** Best similarity of the user to a face in that photo. */
+  similarity: number;
+}
+
+export interface MatchStore {
+  /** Applies migrations; idempotent. */
+  init(): Promise<void>;
+  /**
+   * Replaces everything recorded for the photo (its row, faces and the matches of its faces) in
+   * one transaction: a reprocess never leaves duplicates or a mix of old and new.
+   */
+  replacePhoto(photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): Promise<void>;
+  /**
+   * Records matches of existing action-shot faces to a user (after an enrolment), keeping for each
+   * face only its best user: a match replaces the face's current one only if its similarity is higher.
+   * Returns the matches that were written.
+   */
+  offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]>;
+  getPhoto(photoId: string): Promise<{ photo: PhotoRecord; faces: FaceRecord[]; matches: MatchRecord[] } | undefined>;
+  /** Each photo once, best similarity first. */
+  photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]>;
+  /** The facecam photos a user enrolled with. */
+  samplesOfUser(userId: string): Promise<PhotoRecord[]>;
+  /** Removes the photo, its faces and matches; returns the removed record. */
+  deletePhoto(photoId: string): Promise<PhotoRecord | undefined>;
+  /** Removes the user's matches and facecam photos; returns the facecam photos removed. */
+  forgetUser(userId: string): Promise<PhotoRecord[]>;
+  /** Rows that still name the user (to check erasure). */
+  countUserRows(userId: string): Promise<number>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

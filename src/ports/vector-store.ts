@@ -1,0 +1,52 @@
+/**
+ * Face embeddings and similarity search. Two collections: the faces of action shots, and the
+ * enrolment samples of users (one per facecam photo). Designed to fit Milvus: the event id is the
+ * partition key, the metric is cosine, primary keys are deterministic so that writes are upserts.
+ */
+export type Collection = 'action_faces' | 'user_samples';
+
+export interface VectorRecord {
+  /** Primary key: a face id (action faces) or a sample id (user samples). */
+  id: string;
+  eventId: string;
+  photoId: string;
+  /** Set on user samples. */
+  userId?: string;
+  /** L2-normalised. */
+  embedding: Float32Array;
+}
+
+export interface VectorHit {
+  id: string;
+  eventId: string;
+  photoId: string;
+  userId?: string;
+  /** Cosine similarity, -1..1. */
+  similarity: number;
+}
+
+export interface SearchQuery {
+  eventId: string;
+  embedding: Float32Array;
+  limit: number;
+  /** Hits below this similarity are not returned. */
+  minSimilarity: number;
+}
+
+export interface VectorStore {
+  /** Creates collections/indexes if missing; idempotent. */
+  init(dimension: number): Promise<void>;
+  /** Inserts or replaces by id. */
+  upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void>;
+  /** Nearest first. */
+  search(collection: Collection, query: SearchQuery): Promise<VectorHit[]>;
+  /** Removes every record of these photos; returns how many were removed. */
+  deleteByPhoto(collection: Collection, photoId: string): Promise<number>;
+  /** Removes every record of this user (user samples). */
+  deleteByUser(userId: string): Promise<number>;
+  /** Every record of a user (to check erasure). */
+  countByUser(userId: string): Promise<number>;
+  /** Throws BackendUnavailableError when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
