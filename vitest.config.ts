@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['src/**/*.spec.ts', 'test/**/*.test.ts'],
+    include: ['src/**/*.spec.ts', 'test/**/*.test.ts', 'e2e/**/*.test.ts'],
     exclude: ['test/integration/**', 'node_modules/**', 'dist/**'],
     pool: 'forks',
     testTimeout: 120_000,

@@ -3,7 +3,9 @@
  * facematch command line. Prints one JSON document on stdout per command; errors go to stderr as
  * JSON `{"code", "message"}` with a non-zero exit status (2 for usage errors, 1 otherwise).
  */
+import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { trace } from '@opentelemetry/api';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config/config.js';
 import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
@@ -15,9 +17,20 @@ import { annotate } from '../inference/annotate.js';
 import { FaceAnalyzer } from '../inference/face-analyzer.js';
 import { fetchModelPack } from '../inference/model-fetch.js';
 import { checkModelFile, readModelPack } from '../inference/model-pack.js';
+import { TRACER_NAME } from '../telemetry/attributes.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
+import { createApp, type App } from './app.js';
+import { serve } from './serve.js';
 
 const USAGE = `usage:
+  facematch serve                                   gRPC + HTTP service (ports from FACEMATCH_GRPC_PORT / _HTTP_PORT)
+  facematch enroll --user U [--event E] [--photo P] <file-or-url>
+                                                    enrol a selfie; prints the action shots it matches
+  facematch process --photo P [--event E] <file-or-url>
+                                                    store an action shot's faces, match enrolled users
+  facematch photos --user U [--event E]             the user's photos, one JSON line each
+  facematch delete --photo P                        remove a photo, its faces, image and matches
+  facematch forget --user U                         erase a user: samples, images, matches
   facematch detect <file-or-url> [--draw out.jpg]   faces in a photo, largest first
   facematch compare <a> <b>                         cosine similarity of the largest faces
   facematch models fetch [--pack NAME] [--url URL]  download a pack's weights (zip), verify sha256
@@ -112,6 +125,79 @@ async function models(args: string[], config: Config): Promise<void> {
   }
 }
 
+async function withApp<T>(config: Config, log: Logger, fn: (app: App) => Promise<T>): Promise<T> {
+  const app = await createApp(config, log, { tracer: trace.getTracer(TRACER_NAME), localFiles: true });
+  try {
+    return await fn(app);
+  } finally {
+    await app.close();
+  }
+}
+
+function serviceArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: { user: { type: 'string' }, event: { type: 'string' }, photo: { type: 'string' } },
+    allowPositionals: true,
+  });
+}
+
+/** A facecam's photo id when none is given: stable for the same user and source, so a rerun replaces. */
+const defaultSelfieId = (user: string, ref: string): string =>
+  `facecam-${createHash('sha256').update(`${user}\n${ref}`).digest('hex').slice(0, 16)}`;
+
+async function runService(command: string, args: string[], config: Config, log: Logger): Promise<void> {
+  const { values, positionals } = serviceArgs(args);
+  const one = (): string => {
+    if (positionals.length !== 1) throw new InvalidArgumentError(`${command} takes one image: a file path or a URL`);
+    return positionals[0]!;
+  };
+  const need = (name: 'user' | 'photo'): string => {
+    const v = values[name];
+    if (!v) throw new InvalidArgumentError(`${command} needs --${name}`);
+    return v;
+  };
+  const event = values.event ? { eventId: values.event } : {};
+  switch (command) {
+    case 'enroll': {
+      const user = need('user');
+      const ref = one();
+      const photoId = values.photo ?? defaultSelfieId(user, ref);
+      return withApp(config, log, async (app) =>
+        print(await app.service.processPhoto({ photoId, imageUrl: ref, kind: 'FACECAM', userId: user, ...event })),
+      );
+    }
+    case 'process': {
+      const photoId = need('photo');
+      const ref = one();
+      return withApp(config, log, async (app) =>
+        print(await app.service.processPhoto({ photoId, imageUrl: ref, kind: 'ACTION_SHOT', ...event })),
+      );
+    }
+    case 'photos':
+      return withApp(config, log, async (app) => {
+        for (const p of await app.service.listUserPhotos(need('user'), values.event)) {
+          print({ photoId: p.photoId, eventId: p.eventId, similarity: r4(p.similarity) });
+        }
+      });
+    case 'delete':
+      return withApp(config, log, async (app) => print({ photoId: values.photo, deleted: await app.service.deletePhoto(need('photo')) }));
+    case 'forget':
+      return withApp(config, log, async (app) => print({ userId: values.user, ...(await app.service.forgetUser(need('user'))) }));
+    default:
+      throw new InvalidArgumentError(`unknown command "${command}"`);
+  }
+}
+
+async function serveCommand(config: Config, log: Logger): Promise<void> {
+  const serving = await serve(config, log);
+  print({ grpcPort: serving.grpcPort, httpPort: serving.httpPort });
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
+  });
+  await serving.stop();
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
   if (!command || command === '--help' || command === 'help') {
@@ -127,6 +213,14 @@ async function main(argv: string[]): Promise<void> {
       return compare(args, config, log);
     case 'models':
       return models(args, config);
+    case 'serve':
+      return serveCommand(config, createLogger(config.logLevel));
+    case 'enroll':
+    case 'process':
+    case 'photos':
+    case 'delete':
+    case 'forget':
+      return runService(command, args, config, log);
     default:
       throw new InvalidArgumentError(`unknown command "${command}"\n${USAGE}`);
   }

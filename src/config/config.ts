@@ -2,6 +2,7 @@
  * The one place that reads process.env: a validated, cached parse. Defaults run on a laptop.
  * Every variable is listed in the README's configuration table.
  */
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -25,6 +26,7 @@ const schema = z.object({
   FACEMATCH_CUDA_DEVICE_ID: int(0).default(0),
   FACEMATCH_INTRA_OP_THREADS: int(0).default(0),
   FACEMATCH_INTER_OP_THREADS: int(0).default(0),
+  FACEMATCH_INFERENCE_WORKERS: int(1).default(Math.min(4, availableParallelism())),
   FACEMATCH_DET_SCORE: unit.default(0.5),
   FACEMATCH_NMS_IOU: unit.default(0.4),
   FACEMATCH_MIN_FACE_SIZE: int(0).default(16),
@@ -40,6 +42,8 @@ const schema = z.object({
   FACEMATCH_HTTP_PORT: int(0).max(65535).default(8080),
   FACEMATCH_MAX_IN_FLIGHT: int(1).default(8),
   FACEMATCH_MAX_MESSAGE_BYTES: int(1024).default(4 * 1024 * 1024),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().url().optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
   FACEMATCH_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -51,7 +55,9 @@ export interface InferenceConfig {
   matchThreshold: number | undefined;
   device: 'cpu' | 'cuda';
   cudaDeviceId: number;
-  /** 0 lets onnxruntime choose. */
+  /** Worker threads running inference in the service (each with its own sessions). */
+  workers: number;
+  /** 0: onnxruntime's choice (the CLI), or cores / workers in the service. */
   intraOpThreads: number;
   interOpThreads: number;
   detScore: number;
@@ -94,6 +100,8 @@ export interface Config {
   source: SourceConfig;
   server: ServerConfig;
   stores: StoreConfig;
+  /** OTLP/HTTP traces URL (Jaeger: http://jaeger:4318/v1/traces); unset: no export. */
+  otlpTracesEndpoint: string | undefined;
   logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
 }
 
@@ -112,6 +120,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       matchThreshold: e.FACEMATCH_MATCH_THRESHOLD,
       device: e.FACEMATCH_DEVICE,
       cudaDeviceId: e.FACEMATCH_CUDA_DEVICE_ID,
+      workers: e.FACEMATCH_INFERENCE_WORKERS,
       intraOpThreads: e.FACEMATCH_INTRA_OP_THREADS,
       interOpThreads: e.FACEMATCH_INTER_OP_THREADS,
       detScore: e.FACEMATCH_DET_SCORE,
@@ -134,6 +143,9 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       maxMessageBytes: e.FACEMATCH_MAX_MESSAGE_BYTES,
     },
     stores: { dataDir: path.resolve(e.FACEMATCH_DATA_DIR), bucket: e.FACEMATCH_BUCKET },
+    otlpTracesEndpoint:
+      e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+      (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined),
     logLevel: e.FACEMATCH_LOG_LEVEL,
   };
 }

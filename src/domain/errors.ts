@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'BACKEND_UNAVAILABLE'
   | 'OVERLOADED'
+  | 'CANCELLED'
   | 'SOURCE_FORBIDDEN'
   | 'INTERNAL';
 
@@ -109,6 +110,11 @@ export class OverloadedError extends FacematchError {
   readonly code = 'OVERLOADED';
 }
 
+/** The caller went away or its deadline passed; the work stopped at a stage boundary. */
+export class CancelledError extends FacematchError {
+  readonly code = 'CANCELLED';
+}
+
 /** A URL to a private, loopback or link-local address that is not allow-listed (SSRF guard). */
 export class SourceForbiddenError extends FacematchError {
   readonly code = 'SOURCE_FORBIDDEN';
@@ -123,4 +129,32 @@ export function toFacematchError(error: unknown): FacematchError {
   if (error instanceof FacematchError) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new InternalError(message, { cause: error });
+}
+
+const BY_CODE: Record<ErrorCode, new (message: string) => FacematchError> = {
+  INVALID_ARGUMENT: InvalidArgumentError,
+  IMAGE_EMPTY: EmptyImageError,
+  IMAGE_UNSUPPORTED: UnsupportedImageError,
+  IMAGE_CORRUPT: CorruptImageError,
+  IMAGE_TOO_LARGE: ImageTooLargeError,
+  SOURCE_NOT_FOUND: SourceNotFoundError,
+  SOURCE_UNREACHABLE: SourceUnreachableError,
+  SOURCE_TOO_LARGE: SourceTooLargeError,
+  SOURCE_FORBIDDEN: SourceForbiddenError,
+  NO_FACE: NoFaceError,
+  NOT_FOUND: NotFoundError,
+  BACKEND_UNAVAILABLE: BackendUnavailableError,
+  OVERLOADED: OverloadedError,
+  CANCELLED: CancelledError,
+  MODEL_NOT_FOUND: ModelNotFoundError,
+  MODEL_MISMATCH: ModelMismatchError,
+  MODEL_CHECKSUM_MISMATCH: ModelChecksumError,
+  CONFIG_INVALID: ConfigError,
+  INTERNAL: InternalError,
+};
+
+/** Rebuilds a typed error from its JSON form (errors crossing a worker-thread boundary). */
+export function errorFromJSON(json: { code: ErrorCode; message: string }): FacematchError {
+  const Ctor = BY_CODE[json.code] ?? InternalError;
+  return new Ctor(json.message);
 }

@@ -30,12 +30,20 @@ export interface StageTimings {
   embedMs: number;
 }
 
+/** When a pipeline stage ran, in milliseconds since the epoch (fractional), for tracing. */
+export interface StageSpan {
+  stage: 'decode' | 'detect' | 'align' | 'embed';
+  start: number;
+  end: number;
+}
+
 export interface FaceAnalysis {
   width: number;
   height: number;
   /** Largest face first. */
   faces: Face[];
   timings: StageTimings;
+  stages: StageSpan[];
 }
 
 export function cosine(a: Float32Array, b: Float32Array): number {

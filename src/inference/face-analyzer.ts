@@ -77,13 +77,16 @@ export class FaceAnalyzer {
   async analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis> {
     const t0 = performance.now();
     const decoded = await this.decode(bytes, what);
-    const decodeMs = performance.now() - t0;
+    const t1 = performance.now();
     const result = await this.analyzeDecoded(decoded);
-    result.timings.decodeMs = decodeMs;
+    result.timings.decodeMs = t1 - t0;
+    const origin = performance.timeOrigin;
+    result.stages.unshift({ stage: 'decode', start: origin + t0, end: origin + t1 });
     return result;
   }
 
   async analyzeDecoded(decoded: DecodedImage): Promise<FaceAnalysis> {
+    const origin = performance.timeOrigin;
     const t0 = performance.now();
     const detected = await this.detectDecoded(decoded);
     const t1 = performance.now();
@@ -103,6 +106,11 @@ export class FaceAnalyzer {
         alignMs,
         embedMs: t2 - t1 - alignMs,
       },
+      stages: [
+        { stage: 'detect', start: origin + t0, end: origin + t1 },
+        { stage: 'align', start: origin + t1, end: origin + t1 + alignMs },
+        { stage: 'embed', start: origin + t1 + alignMs, end: origin + t2 },
+      ],
     };
   }
 

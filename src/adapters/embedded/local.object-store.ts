@@ -1,0 +1,174 @@
+/**
+ * ObjectStore on a local folder: the folder is the bucket, a key is a relative path in it. A put
+ * writes a temporary file beside the target, fsyncs it, renames it over the target (atomic on
+ * POSIX: a reader opens the old file or the new one) and fsyncs the directory.
+ *
+ * Key segments may not start with '.': that namespace holds the temporary files, so a listing of
+ * keys never shows one (a put killed midway leaves a `.name.*.tmp` file behind, never a torn object).
+ */
+import { randomBytes } from 'node:crypto';
+import { access, constants, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import {
+  BackendUnavailableError,
+  FacematchError,
+  InvalidArgumentError,
+  SourceNotFoundError,
+} from '../../domain/errors.js';
+import type { ObjectLocation, ObjectStore } from '../../ports/object-store.js';
+
+export const DEFAULT_BUCKET = 'facematch';
+
+const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
+/** S3's limit. */
+const MAX_KEY_BYTES = 1024;
+/** Leaves room for the temporary name within a file system's 255-byte name limit. */
+const MAX_SEGMENT_BYTES = 200;
+
+export interface LocalObjectStoreOptions {
+  /** The folder that holds the objects; created by init(). */
+  root: string;
+  /** Reported as the bucket of every location. */
+  bucket?: string;
+}
+
+/** Throws InvalidArgumentError unless `key` is a relative path of safe segments. */
+export function checkObjectKey(key: string): void {
+  const bad = (why: string): never => {
+    throw new InvalidArgumentError(`invalid object key ${JSON.stringify(key)}: ${why}`);
+  };
+  if (typeof key !== 'string' || key.length === 0) bad('empty');
+  if (key.length > MAX_KEY_BYTES) bad(`longer than ${MAX_KEY_BYTES} characters`);
+  if (!KEY_CHARS.test(key)) bad('only A-Z a-z 0-9 . _ / - are allowed');
+  if (key.startsWith('/')) bad('absolute');
+  for (const segment of key.split('/')) {
+    if (segment.length === 0) bad('empty path segment');
+    if (segment === '.' || segment === '..') bad('relative path segment');
+    if (segment.startsWith('.')) bad('a segment may not start with "."');
+    if (segment.length > MAX_SEGMENT_BYTES) bad(`a segment is longer than ${MAX_SEGMENT_BYTES} characters`);
+  }
+}
+
+export class LocalObjectStore implements ObjectStore {
+  readonly root: string;
+  readonly bucket: string;
+
+  constructor(options: LocalObjectStoreOptions) {
+    this.root = path.resolve(options.root);
+    this.bucket = options.bucket ?? DEFAULT_BUCKET;
+  }
+
+  async init(): Promise<void> {
+    try {
+      await mkdir(this.root, { recursive: true });
+    } catch (error) {
+      throw this.unavailable(error);
+    }
+  }
+
+  async put(key: string, bytes: Uint8Array, _contentType: string): Promise<ObjectLocation> {
+    const file = this.file(key);
+    const dir = path.dirname(file);
+    const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      await mkdir(dir, { recursive: true });
+      const handle = await open(temp, 'wx', 0o644);
+      try {
+        await handle.writeFile(bytes);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, file);
+      await syncDir(dir);
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      const code = errno(error);
+      if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'EEXIST') {
+        throw new InvalidArgumentError(`object key ${JSON.stringify(key)} conflicts with a key that has it as a prefix, or the reverse`, { cause: error });
+      }
+      throw this.unavailable(error);
+    }
+    return this.locate(key, file);
+  }
+
+  async get(key: string): Promise<Uint8Array> {
+    const file = this.file(key);
+    try {
+      return new Uint8Array(await readFile(file));
+    } catch (error) {
+      if (isMissing(error)) throw new SourceNotFoundError(`object ${key} not found in ${this.bucket}`, { cause: error });
+      throw this.unavailable(error);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    const file = this.file(key);
+    try {
+      return (await stat(file)).isFile();
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw this.unavailable(error);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.file(key);
+    try {
+      await unlink(file);
+    } catch (error) {
+      if (isMissing(error)) return;
+      // EPERM is also what some systems answer for a directory: a prefix, not an object.
+      if (errno(error) === 'EPERM' && !(await this.exists(key))) return;
+      throw this.unavailable(error);
+    }
+  }
+
+  // eslint-disable-next-line @typescript-eslint/require-await -- async: a bad key rejects, never throws
+  async location(key: string): Promise<ObjectLocation> {
+    return this.locate(key, this.file(key));
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await access(this.root, constants.R_OK | constants.W_OK);
+    } catch (error) {
+      throw this.unavailable(error);
+    }
+  }
+
+  private file(key: string): string {
+    checkObjectKey(key);
+    return path.join(this.root, ...key.split('/'));
+  }
+
+  private locate(key: string, file: string): ObjectLocation {
+    return { bucket: this.bucket, key, url: pathToFileURL(file).href };
+  }
+
+  private unavailable(error: unknown): FacematchError {
+    if (error instanceof FacematchError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new BackendUnavailableError(`local object store at ${this.root}: ${message}`, { cause: error });
+  }
+}
+
+/** Makes a rename durable: fsync of the directory that holds the entry. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  const code = errno(error);
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+function errno(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}

@@ -1,0 +1,376 @@
+/**
+ * The embedded database: one PGlite (PostgreSQL compiled to WASM) instance per data directory,
+ * shared by the embedded vector store and match store, plus a small versioned-migration runner.
+ *
+ * Durability: PGlite writes the WAL and data files through Node's fs with fsync disabled (`-F`, and
+ * its WASM fsync is a no-op), so a committed transaction is in the OS page cache when the call
+ * returns. It survives the process being killed (SIGKILL, OOM) — PostgreSQL's crash recovery replays
+ * the WAL on the next open — but not a power loss or a kernel crash.
+ *
+ * Three guards around PGlite itself:
+ * - One instance per directory per process: `open()` hands out leases on a shared instance.
+ * - One process per directory: a lock file (`facematch.lock`, pid + host) refuses a second process.
+ *   PGlite has none, and two processes on one directory silently corrupt it. A lock whose process
+ *   is gone (killed) is taken over.
+ * - A fresh directory is initialised in a sibling staging directory and moved in, `PG_VERSION`
+ *   last: PGlite decides "initialised" by `PG_VERSION`, and a process killed while PGlite was
+ *   unpacking initdb's output into the directory left one that could never be opened again.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { PGlite } from '@electric-sql/pglite';
+import { vector } from '@electric-sql/pglite-pgvector';
+import { PACKAGE_ROOT } from '../../config/config.js';
+import {
+  BackendUnavailableError,
+  ConfigError,
+  FacematchError,
+  InternalError,
+} from '../../domain/errors.js';
+
+/**
+ * Migrations of the relational schema, shared with the PostgreSQL adapter. Resolved from the
+ * package root (not from this module) so that the same path works from src/ (tsx) and dist/ (tsc
+ * copies only .ts): the folder ships with the package.
+ */
+export const MATCH_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'postgres', 'migrations');
+/** pgvector tables of the embedded vector store; `{{DIM}}` is the embedding dimension. */
+export const VECTOR_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'embedded', 'migrations');
+
+const LOCK_FILE = 'facematch.lock';
+const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
+/** What PostgreSQL's initdb puts in a data directory: the only names we ever remove. */
+const PGDATA_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
+
+export interface Migration {
+  /** File name without `.sql`, e.g. `0001_photos_faces_matches`. */
+  version: string;
+  /** With placeholders substituted. */
+  sql: string;
+  /** sha256 of the file as written (before substitution): an applied migration must not change. */
+  checksum: string;
+}
+
+/** Reads `NNNN_name.sql` files of a folder in version order, substituting `{{NAME}}` placeholders. */
+export async function readMigrations(folder: string, vars: Readonly<Record<string, string>> = {}): Promise<Migration[]> {
+  let names: string[];
+  try {
+    names = (await readdir(folder)).filter((n) => n.endsWith('.sql')).sort();
+  } catch (error) {
+    throw new ConfigError(`cannot read migrations in ${folder}: ${message(error)}`, { cause: error });
+  }
+  const seen = new Set<string>();
+  const migrations: Migration[] = [];
+  for (const name of names) {
+    const number = MIGRATION_FILE.exec(name)?.[1];
+    if (number === undefined) throw new ConfigError(`migration ${path.join(folder, name)}: name must look like 0001_name.sql`);
+    if (seen.has(number)) throw new ConfigError(`migrations in ${folder}: two files numbered ${number}`);
+    seen.add(number);
+    const text = await readFile(path.join(folder, name), 'utf8');
+    const sql = text.replace(/\{\{([A-Z_]+)\}\}/g, (_, key: string) => {
+      const value = vars[key];
+      if (value === undefined) throw new ConfigError(`migration ${name}: no value for {{${key}}}`);
+      return value;
+    });
+    migrations.push({ version: name.slice(0, -4), sql, checksum: createHash('sha256').update(text).digest('hex') });
+  }
+  return migrations;
+}
+
+/** What a transaction callback gets: statements run inside the transaction, in order. */
+export interface SqlTransaction {
+  query<T>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** Runs a script of several statements (no parameters). */
+  exec(sql: string): Promise<void>;
+}
+
+interface Shared {
+  pg: PGlite;
+  dataDir: string;
+  leases: number;
+  releaseLock: () => Promise<void>;
+}
+
+/** Open instances of this process, by resolved data directory. */
+const instances = new Map<string, Promise<Shared>>();
+
+/** A lease on the embedded database of a data directory. */
+export class PgliteDatabase {
+  private closed = false;
+
+  private constructor(
+    private readonly shared: Shared,
+    readonly dataDir: string,
+  ) {}
+
+  /**
+   * Opens (creating and initialising it if needed) the database in `dataDir`. Every call returns a
+   * new lease on the one instance of that directory; the instance closes with its last lease.
+   */
+  static async open(dataDir: string): Promise<PgliteDatabase> {
+    const dir = path.resolve(dataDir);
+    let pending = instances.get(dir);
+    if (!pending) {
+      pending = start(dir);
+      instances.set(dir, pending);
+      pending.catch(() => instances.delete(dir));
+    }
+    const shared = await pending;
+    shared.leases++;
+    return new PgliteDatabase(shared, dir);
+  }
+
+  /** The PGlite handle (for the stores of this folder and for tests). */
+  get pg(): PGlite {
+    if (this.closed) throw this.unavailable(new Error('closed'));
+    return this.shared.pg;
+  }
+
+  /**
+   * PGlite runs each statement synchronously on this thread, and its promises chain through
+   * microtasks only: without a yield, a batch of statements would hold the event loop for its whole
+   * duration. Every statement is followed by a yield, so the loop waits for one statement at most.
+   */
+  async query<T>(sql: string, params?: unknown[]): Promise<T[]> {
+    try {
+      const { rows } = await this.pg.query<T>(sql, params);
+      await yieldToEventLoop();
+      return rows;
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  /** Runs `fn` in one transaction (PGlite runs nothing else meanwhile); rolls back if it throws. */
+  async transaction<T>(fn: (tx: SqlTransaction) => Promise<T>): Promise<T> {
+    try {
+      return await this.pg.transaction(async (tx) =>
+        fn({
+          query: async <R>(sql: string, params?: unknown[]) => {
+            const { rows } = await tx.query<R>(sql, params);
+            await yieldToEventLoop();
+            return rows;
+          },
+          exec: async (sql: string) => {
+            await tx.exec(sql);
+            await yieldToEventLoop();
+          },
+        }),
+      );
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.query('SELECT 1');
+  }
+
+  /**
+   * Applies the migrations of `folder` not yet recorded for `scope` in `schema_migrations`, in
+   * order, each in its own transaction with its record. Refuses a database that has a migration
+   * this code does not know (written by a newer version) or whose applied file has changed.
+   */
+  async migrate(scope: string, folder: string, vars: Readonly<Record<string, string>> = {}): Promise<string[]> {
+    const migrations = await readMigrations(folder, vars);
+    await this.query(
+      `CREATE TABLE IF NOT EXISTS schema_migrations (
+         scope text NOT NULL,
+         version text NOT NULL,
+         checksum text NOT NULL,
+         applied_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (scope, version))`,
+    );
+    const known = new Set(migrations.map((m) => m.version));
+    const recorded = await this.query<{ version: string }>('SELECT version FROM schema_migrations WHERE scope = $1', [scope]);
+    const unknown = recorded.map((r) => r.version).filter((v) => !known.has(v));
+    if (unknown.length > 0) {
+      throw new ConfigError(
+        `embedded database at ${this.dataDir}: ${scope} migration ${unknown.join(', ')} is not known to this version (written by a newer one?)`,
+      );
+    }
+    const applied: string[] = [];
+    for (const m of migrations) {
+      const done = await this.transaction(async (tx) => {
+        const [row] = await tx.query<{ checksum: string }>('SELECT checksum FROM schema_migrations WHERE scope = $1 AND version = $2', [scope, m.version]);
+        if (row) {
+          if (row.checksum !== m.checksum) {
+            throw new ConfigError(`embedded database at ${this.dataDir}: ${scope} migration ${m.version} was changed after it was applied`);
+          }
+          return false;
+        }
+        await tx.exec(m.sql);
+        await tx.query('INSERT INTO schema_migrations (scope, version, checksum) VALUES ($1, $2, $3)', [scope, m.version, m.checksum]);
+        return true;
+      });
+      if (done) applied.push(m.version);
+    }
+    return applied;
+  }
+
+  /** Ends this lease; the instance closes (and unlocks its directory) with its last lease. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (--this.shared.leases > 0) return;
+    instances.delete(this.dataDir);
+    try {
+      if (!this.shared.pg.closed) await this.shared.pg.close();
+    } finally {
+      await this.shared.releaseLock();
+    }
+  }
+
+  /** A typed error for anything a query threw; names the backend. */
+  failure(error: unknown): FacematchError {
+    if (error instanceof FacematchError) return error;
+    if (isSqlError(error)) {
+      // Connection, resources, operator intervention, system and internal errors: the store is unusable.
+      if (/^(08|53|57|58|XX)/.test(error.code)) return this.unavailable(error);
+      // Anything else is a bug of ours (inputs are validated before they reach SQL).
+      return new InternalError(`embedded database at ${this.dataDir}: ${error.message} (SQLSTATE ${error.code})`, { cause: error });
+    }
+    return this.unavailable(error);
+  }
+
+  private unavailable(error: unknown): BackendUnavailableError {
+    return new BackendUnavailableError(`embedded database at ${this.dataDir}: ${message(error)}`, { cause: error });
+  }
+}
+
+async function start(dir: string): Promise<Shared> {
+  const fail = (error: unknown): FacematchError =>
+    error instanceof FacematchError
+      ? error
+      : new BackendUnavailableError(`embedded database at ${dir}: ${message(error)}`, { cause: error });
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (error) {
+    throw fail(error);
+  }
+  const releaseLock = await lock(dir);
+  try {
+    if (!(await exists(path.join(dir, 'PG_VERSION')))) await initialise(dir);
+    const pg = await PGlite.create({ dataDir: dir, extensions: { vector } });
+    return { pg, dataDir: dir, leases: 0, releaseLock };
+  } catch (error) {
+    await releaseLock();
+    throw fail(error);
+  }
+}
+
+/** Runs initdb in a sibling staging directory and moves the result in, PG_VERSION last. */
+async function initialise(dir: string): Promise<void> {
+  const entries = (await readdir(dir)).filter((e) => e !== LOCK_FILE);
+  const foreign = entries.filter((e) => !PGDATA_ENTRY.test(e));
+  if (foreign.length > 0) {
+    throw new ConfigError(`embedded database at ${dir}: the directory is not empty and not a database (${foreign.slice(0, 3).join(', ')})`);
+  }
+  // Leftovers of an initialisation that was killed while moving in: they never held data.
+  for (const e of entries) await rm(path.join(dir, e), { recursive: true, force: true });
+  const parent = path.dirname(dir);
+  const prefix = `.${path.basename(dir)}.initdb-`;
+  for (const e of await readdir(parent)) if (e.startsWith(prefix)) await rm(path.join(parent, e), { recursive: true, force: true });
+
+  const staging = path.join(parent, `${prefix}${process.pid}`);
+  const pg = await PGlite.create({ dataDir: staging, extensions: { vector } });
+  await pg.close();
+  const made = await readdir(staging);
+  for (const e of made) if (e !== 'PG_VERSION') await rename(path.join(staging, e), path.join(dir, e));
+  await rename(path.join(staging, 'PG_VERSION'), path.join(dir, 'PG_VERSION'));
+  await rmdir(staging);
+}
+
+interface LockOwner {
+  pid: number;
+  host: string;
+}
+
+/** Creates the directory's lock file, taking over one whose process is gone; returns the release. */
+async function lock(dir: string): Promise<() => Promise<void>> {
+  const file = path.join(dir, LOCK_FILE);
+  const me: LockOwner = { pid: process.pid, host: hostname() };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await open(file, 'wx');
+      try {
+        await handle.writeFile(JSON.stringify({ ...me, since: new Date().toISOString() }));
+      } finally {
+        await handle.close();
+      }
+      return async () => {
+        await unlink(file).catch(() => undefined);
+      };
+    } catch (error) {
+      if (errno(error) !== 'EEXIST' || attempt > 2) {
+        throw new BackendUnavailableError(`embedded database at ${dir}: cannot lock ${file}: ${message(error)}`, { cause: error });
+      }
+    }
+    const owner = await readOwner(file);
+    if (owner && isAlive(owner, me)) {
+      throw new BackendUnavailableError(
+        `embedded database at ${dir}: in use by process ${owner.pid} on ${owner.host} (${file}); one process at a time`,
+      );
+    }
+    await unlink(file).catch(() => undefined);
+  }
+}
+
+async function readOwner(file: string): Promise<LockOwner | undefined> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));
+    if (typeof parsed === 'object' && parsed !== null && 'pid' in parsed && 'host' in parsed) {
+      const { pid, host } = parsed;
+      if (typeof pid === 'number' && typeof host === 'string') return { pid, host };
+    }
+  } catch {
+    // Unreadable or half-written by a killed process: stale.
+  }
+  return undefined;
+}
+
+/**
+ * Whether the lock's process still runs. Our own pid is not (this process would have the instance
+ * in `instances`: a container restarted with the same pid). Another host cannot be checked: a
+ * volume moved with a rescheduled pod keeps the old pod's lock, so it counts as gone.
+ */
+function isAlive(owner: LockOwner, me: LockOwner): boolean {
+  if (owner.host !== me.host || owner.pid === me.pid) return false;
+  try {
+    process.kill(owner.pid, 0);
+    return true;
+  } catch (error) {
+    return errno(error) === 'EPERM';
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (error) {
+    if (errno(error) === 'ENOENT') return false;
+    throw error;
+  }
+}
+
+function isSqlError(error: unknown): error is Error & { code: string; severity: string } {
+  return (
+    error instanceof Error &&
+    'severity' in error &&
+    'code' in error &&
+    typeof error.code === 'string' &&
+    /^[0-9A-Z]{5}$/.test(error.code)
+  );
+}
+
+function errno(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,266 @@
+/**
+ * MatchStore on the embedded database, with the relational schema of the PostgreSQL adapter
+ * (src/adapters/postgres/migrations). Rows travel as one JSON parameter per table
+ * (`jsonb_to_recordset`), so a photo with many faces is one statement per table.
+ */
+import { InvalidArgumentError } from '../../domain/errors.js';
+import type { Box, Landmarks } from '../../domain/face.js';
+import type { FaceRecord, MatchRecord, PhotoKind, PhotoRecord } from '../../domain/photo.js';
+import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
+import { MATCH_MIGRATIONS_DIR, type PgliteDatabase } from './pglite.database.js';
+
+interface PhotoRow {
+  photo_id: string;
+  event_id: string;
+  kind: PhotoKind;
+  user_id: string | null;
+  source_url: string;
+  width: number;
+  height: number;
+  annotated_key: string | null;
+  processed_at: Date;
+}
+
+interface FaceRow {
+  face_id: string;
+  photo_id: string;
+  idx: number;
+  box_x: number;
+  box_y: number;
+  box_width: number;
+  box_height: number;
+  score: number;
+  landmarks: Landmarks;
+}
+
+interface MatchRow {
+  face_id: string;
+  photo_id: string;
+  user_id: string;
+  event_id: string;
+  similarity: number;
+  matched_at: Date;
+}
+
+const PHOTO_COLUMNS = 'photo_id, event_id, kind, user_id, source_url, width, height, annotated_key, processed_at';
+const MATCH_COLUMNS = 'face_id, photo_id, user_id, event_id, similarity, matched_at';
+
+export class PgliteMatchStore implements MatchStore {
+  /** Takes ownership of the lease: `close()` ends it. */
+  constructor(private readonly db: PgliteDatabase) {}
+
+  async init(): Promise<void> {
+    await this.db.migrate('facematch', MATCH_MIGRATIONS_DIR);
+  }
+
+  async replacePhoto(photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): Promise<void> {
+    checkPhoto(photo);
+    const faceIds = new Set<string>();
+    const indexes = new Set<number>();
+    for (const f of faces) {
+      if (f.photoId !== photo.photoId) throw new InvalidArgumentError(`face ${f.faceId} belongs to photo ${f.photoId}, not ${photo.photoId}`);
+      if (!f.faceId || faceIds.has(f.faceId)) throw new InvalidArgumentError(`face id ${JSON.stringify(f.faceId)} is empty or repeated`);
+      if (!Number.isInteger(f.index) || f.index < 0 || indexes.has(f.index)) throw new InvalidArgumentError(`face index ${f.index} is invalid or repeated`);
+      checkFace(f);
+      faceIds.add(f.faceId);
+      indexes.add(f.index);
+    }
+    const matched = new Set<string>();
+    for (const m of matches) {
+      checkMatch(m);
+      if (!faceIds.has(m.faceId) || m.photoId !== photo.photoId) throw new InvalidArgumentError(`match of ${m.faceId} is not of a face of photo ${photo.photoId}`);
+      if (m.eventId !== photo.eventId) throw new InvalidArgumentError(`match of ${m.faceId} is in event ${m.eventId}, its photo in ${photo.eventId}`);
+      if (matched.has(m.faceId)) throw new InvalidArgumentError(`face ${m.faceId} has more than one match`);
+      matched.add(m.faceId);
+    }
+
+    const tx = this.db;
+    await (async () => {
+      // Cascades to the photo's faces and their matches.
+      await tx.query('DELETE FROM photos WHERE photo_id = $1', [photo.photoId]);
+      await tx.query(
+        `INSERT INTO photos (${PHOTO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+        [photo.photoId, photo.eventId, photo.kind, photo.userId ?? null, photo.sourceUrl, photo.width, photo.height, photo.annotatedKey ?? null, photo.processedAt.toISOString()],
+      );
+      if (faces.length > 0) {
+        await tx.query(
+          `INSERT INTO faces (face_id, photo_id, idx, box_x, box_y, box_width, box_height, score, landmarks)
+           SELECT f.face_id, $1, f.idx, f.box_x, f.box_y, f.box_width, f.box_height, f.score, f.landmarks
+             FROM jsonb_to_recordset($2::jsonb) AS f(face_id text, idx integer, box_x double precision,
+               box_y double precision, box_width double precision, box_height double precision,
+               score double precision, landmarks jsonb)`,
+          [photo.photoId, JSON.stringify(faces.map(faceJson))],
+        );
+      }
+      if (matches.length > 0) {
+        await tx.query(
+          `INSERT INTO matches (${MATCH_COLUMNS})
+           SELECT m.face_id, $1, m.user_id, $2, m.similarity, m.matched_at
+             FROM jsonb_to_recordset($3::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)`,
+          [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
+        );
+      }
+    })();
+  }
+
+  async offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]> {
+    // One offer per face, its best: a statement may not update a row twice.
+    const best = new Map<string, MatchRecord>();
+    for (const m of matches) {
+      checkMatch(m);
+      const current = best.get(m.faceId);
+      if (!current || m.similarity > current.similarity) best.set(m.faceId, m);
+    }
+    if (best.size === 0) return [];
+    // Only faces of action shots that exist; photo and event come from the face's photo. Writes
+    // only where the face has no match yet or a worse one.
+    const written = await this.db.query<{ face_id: string; photo_id: string; event_id: string }>(
+      `INSERT INTO matches (${MATCH_COLUMNS})
+       SELECT m.face_id, f.photo_id, m.user_id, p.event_id, m.similarity, m.matched_at
+         FROM jsonb_to_recordset($1::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)
+         JOIN faces f ON f.face_id = m.face_id
+         JOIN photos p ON p.photo_id = f.photo_id AND p.kind = 'ACTION_SHOT'
+       ON CONFLICT (face_id) DO UPDATE SET photo_id = EXCLUDED.photo_id, user_id = EXCLUDED.user_id,
+         event_id = EXCLUDED.event_id, similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
+         WHERE matches.similarity < EXCLUDED.similarity
+       RETURNING face_id, photo_id, event_id`,
+      [JSON.stringify([...best.values()].map(matchJson))],
+    );
+    return written.map((row) => ({ ...best.get(row.face_id)!, photoId: row.photo_id, eventId: row.event_id }));
+  }
+
+  async getPhoto(photoId: string): Promise<{ photo: PhotoRecord; faces: FaceRecord[]; matches: MatchRecord[] } | undefined> {
+    return this.db.transaction(async (tx) => {
+      const [photo] = await tx.query<PhotoRow>(`SELECT ${PHOTO_COLUMNS} FROM photos WHERE photo_id = $1`, [photoId]);
+      if (!photo) return undefined;
+      const faces = await tx.query<FaceRow>('SELECT * FROM faces WHERE photo_id = $1 ORDER BY idx', [photoId]);
+      const matches = await tx.query<MatchRow>(
+        `SELECT m.face_id, m.photo_id, m.user_id, m.event_id, m.similarity, m.matched_at
+           FROM matches m JOIN faces f ON f.face_id = m.face_id WHERE m.photo_id = $1 ORDER BY f.idx`,
+        [photoId],
+      );
+      return { photo: toPhoto(photo), faces: faces.map(toFace), matches: matches.map(toMatch) };
+    });
+  }
+
+  async photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]> {
+    const rows = await this.db.query<{ photo_id: string; event_id: string; similarity: number }>(
+      `SELECT photo_id, event_id, max(similarity) AS similarity FROM matches
+        WHERE user_id = $1 ${eventId === undefined ? '' : 'AND event_id = $2'}
+        GROUP BY photo_id, event_id ORDER BY similarity DESC, photo_id`,
+      eventId === undefined ? [userId] : [userId, eventId],
+    );
+    return rows.map((r) => ({ photoId: r.photo_id, eventId: r.event_id, similarity: r.similarity }));
+  }
+
+  async samplesOfUser(userId: string): Promise<PhotoRecord[]> {
+    const rows = await this.db.query<PhotoRow>(
+      `SELECT ${PHOTO_COLUMNS} FROM photos WHERE user_id = $1 AND kind = 'FACECAM' ORDER BY processed_at, photo_id`,
+      [userId],
+    );
+    return rows.map(toPhoto);
+  }
+
+  async deletePhoto(photoId: string): Promise<PhotoRecord | undefined> {
+    const [row] = await this.db.query<PhotoRow>(`DELETE FROM photos WHERE photo_id = $1 RETURNING ${PHOTO_COLUMNS}`, [photoId]);
+    return row && toPhoto(row);
+  }
+
+  async forgetUser(userId: string): Promise<PhotoRecord[]> {
+    return this.db.transaction(async (tx) => {
+      await tx.query('DELETE FROM matches WHERE user_id = $1', [userId]);
+      const removed = await tx.query<PhotoRow>(
+        `DELETE FROM photos WHERE user_id = $1 AND kind = 'FACECAM' RETURNING ${PHOTO_COLUMNS}`,
+        [userId],
+      );
+      // Any other photo that names the user keeps its content but no longer the name.
+      await tx.query('UPDATE photos SET user_id = NULL WHERE user_id = $1', [userId]);
+      return removed.map(toPhoto).sort((a, b) => a.processedAt.getTime() - b.processedAt.getTime() || a.photoId.localeCompare(b.photoId));
+    });
+  }
+
+  async countUserRows(userId: string): Promise<number> {
+    const [row] = await this.db.query<{ n: number }>(
+      `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int AS n`,
+      [userId],
+    );
+    return row?.n ?? 0;
+  }
+
+  async ping(): Promise<void> {
+    await this.db.ping();
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+function checkPhoto(p: PhotoRecord): void {
+  if (!p.photoId || !p.eventId) throw new InvalidArgumentError('photo needs photoId and eventId');
+  if (p.kind !== 'ACTION_SHOT' && p.kind !== 'FACECAM') throw new InvalidArgumentError(`unknown photo kind ${String(p.kind)}`);
+  if (p.kind === 'FACECAM' && !p.userId) throw new InvalidArgumentError(`facecam photo ${p.photoId} has no user`);
+  if (!Number.isInteger(p.width) || !Number.isInteger(p.height) || p.width < 0 || p.height < 0) {
+    throw new InvalidArgumentError(`photo ${p.photoId} has an invalid size ${p.width}x${p.height}`);
+  }
+  if (!(p.processedAt instanceof Date) || Number.isNaN(p.processedAt.getTime())) throw new InvalidArgumentError(`photo ${p.photoId} has an invalid processedAt`);
+}
+
+function checkFace(f: FaceRecord): void {
+  const numbers = [f.box.x, f.box.y, f.box.width, f.box.height, f.score, ...f.landmarks.flat()];
+  if (f.landmarks.length !== 5 || !numbers.every(Number.isFinite)) throw new InvalidArgumentError(`face ${f.faceId} has an invalid box, score or landmarks`);
+}
+
+function checkMatch(m: MatchRecord): void {
+  if (!m.faceId || !m.userId) throw new InvalidArgumentError('match needs faceId and userId');
+  if (!Number.isFinite(m.similarity)) throw new InvalidArgumentError(`match of ${m.faceId} has an invalid similarity`);
+  if (!(m.matchedAt instanceof Date) || Number.isNaN(m.matchedAt.getTime())) throw new InvalidArgumentError(`match of ${m.faceId} has an invalid matchedAt`);
+}
+
+function faceJson(f: FaceRecord): Record<string, unknown> {
+  return {
+    face_id: f.faceId,
+    idx: f.index,
+    box_x: f.box.x,
+    box_y: f.box.y,
+    box_width: f.box.width,
+    box_height: f.box.height,
+    score: f.score,
+    landmarks: f.landmarks,
+  };
+}
+
+function matchJson(m: MatchRecord): Record<string, unknown> {
+  return { face_id: m.faceId, user_id: m.userId, similarity: m.similarity, matched_at: m.matchedAt.toISOString() };
+}
+
+function toPhoto(r: PhotoRow): PhotoRecord {
+  const photo: PhotoRecord = {
+    photoId: r.photo_id,
+    eventId: r.event_id,
+    kind: r.kind,
+    sourceUrl: r.source_url,
+    width: r.width,
+    height: r.height,
+    processedAt: r.processed_at,
+  };
+  if (r.user_id !== null) photo.userId = r.user_id;
+  if (r.annotated_key !== null) photo.annotatedKey = r.annotated_key;
+  return photo;
+}
+
+function toFace(r: FaceRow): FaceRecord {
+  const box: Box = { x: r.box_x, y: r.box_y, width: r.box_width, height: r.box_height };
+  return { faceId: r.face_id, photoId: r.photo_id, index: r.idx, box, score: r.score, landmarks: r.landmarks };
+}
+
+function toMatch(r: MatchRow): MatchRecord {
+  return {
+    photoId: r.photo_id,
+    faceId: r.face_id,
+    userId: r.user_id,
+    eventId: r.event_id,
+    similarity: r.similarity,
+    matchedAt: r.matched_at,
+  };
+}

@@ -1,0 +1,165 @@
+/**
+ * VectorStore on the embedded database: one pgvector table per collection, an HNSW index with
+ * cosine distance, and a b-tree on event_id for the event filter.
+ *
+ * A filtered HNSW search is approximate twice over: the graph walk keeps `hnsw.ef_search`
+ * candidates, and the event filter is applied to those afterwards, so a plain index scan can
+ * return fewer rows than exist in the event. Searches therefore run with pgvector's iterative
+ * scan (`strict_order`): the walk continues until LIMIT rows pass the filter, nearest first.
+ */
+import { ConfigError, InvalidArgumentError } from '../../domain/errors.js';
+import type { Collection, SearchQuery, VectorHit, VectorRecord, VectorStore } from '../../ports/vector-store.js';
+import { VECTOR_MIGRATIONS_DIR, type PgliteDatabase } from './pglite.database.js';
+
+/** pgvector's HNSW limit for `vector`. */
+const MAX_DIMENSION = 2000;
+/** pgvector's limit for hnsw.ef_search. */
+const MAX_EF_SEARCH = 1000;
+const MIN_EF_SEARCH = 40;
+
+const TABLES: Readonly<Record<Collection, string>> = { action_faces: 'action_faces', user_samples: 'user_samples' };
+
+interface HitRow {
+  id: string;
+  event_id: string;
+  photo_id: string;
+  user_id: string | null;
+  distance: number;
+}
+
+export class PgliteVectorStore implements VectorStore {
+  private dimension: number | undefined;
+
+  /** Takes ownership of the lease: `close()` ends it. */
+  constructor(private readonly db: PgliteDatabase) {}
+
+  async init(dimension: number): Promise<void> {
+    if (!Number.isInteger(dimension) || dimension < 1 || dimension > MAX_DIMENSION) {
+      throw new ConfigError(`embedding dimension must be an integer in 1..${MAX_DIMENSION}, got ${dimension}`);
+    }
+    await this.db.migrate('vectors', VECTOR_MIGRATIONS_DIR, { DIM: String(dimension) });
+    for (const table of Object.values(TABLES)) {
+      // pgvector stores the dimension as the column's typmod.
+      const [row] = await this.db.query<{ dim: number }>(
+        `SELECT atttypmod AS dim FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'embedding'`,
+        [table],
+      );
+      if (row?.dim !== dimension) {
+        throw new ConfigError(
+          `embedded database at ${this.db.dataDir}: ${table} holds ${row?.dim ?? '?'}-dimensional embeddings, the model makes ${dimension}; use a new data directory for another model`,
+        );
+      }
+    }
+    this.dimension = dimension;
+  }
+
+  async upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void> {
+    const table = this.table(collection);
+    if (records.length === 0) return;
+    const rows = records.map((r) => {
+      if (!r.id || !r.eventId || !r.photoId) throw new InvalidArgumentError('vector record needs id, eventId and photoId');
+      return [r.id, r.eventId, r.photoId, r.userId ?? null, this.literal(r.embedding)];
+    });
+    await this.db.transaction(async (tx) => {
+      for (const row of rows) {
+        await tx.query(
+          `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding) VALUES ($1, $2, $3, $4, $5::vector)
+           ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
+             user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
+          row,
+        );
+      }
+    });
+  }
+
+  async search(collection: Collection, query: SearchQuery): Promise<VectorHit[]> {
+    const table = this.table(collection);
+    if (!Number.isInteger(query.limit) || query.limit < 1) throw new InvalidArgumentError(`search limit must be a positive integer, got ${query.limit}`);
+    if (!Number.isFinite(query.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
+    const vector = this.literal(query.embedding);
+    const ef = Math.min(MAX_EF_SEARCH, Math.max(MIN_EF_SEARCH, query.limit * 2));
+    const rows = await this.db.transaction(async (tx) => {
+      // Local to this transaction. Set before the query so that they apply to its index scan.
+      await tx.query(`SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)`, [String(ef)]);
+      return tx.query<HitRow>(
+        `SELECT id, event_id, photo_id, user_id, embedding <=> $1::vector AS distance
+           FROM ${table} WHERE event_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3`,
+        [vector, query.eventId, query.limit],
+      );
+    });
+    const hits: VectorHit[] = [];
+    for (const row of rows) {
+      const similarity = 1 - row.distance;
+      if (similarity < query.minSimilarity) continue;
+      const hit: VectorHit = { id: row.id, eventId: row.event_id, photoId: row.photo_id, similarity };
+      if (row.user_id !== null) hit.userId = row.user_id;
+      hits.push(hit);
+    }
+    return hits;
+  }
+
+  async deleteByPhoto(collection: Collection, photoId: string): Promise<number> {
+    const table = this.table(collection);
+    const rows = await this.db.query<{ n: number }>(
+      `WITH gone AS (DELETE FROM ${table} WHERE photo_id = $1 RETURNING 1) SELECT count(*)::int AS n FROM gone`,
+      [photoId],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async deleteByUser(userId: string): Promise<number> {
+    this.ready();
+    const rows = await this.db.query<{ n: number }>(
+      `WITH a AS (DELETE FROM action_faces WHERE user_id = $1 RETURNING 1),
+            u AS (DELETE FROM user_samples WHERE user_id = $1 RETURNING 1)
+       SELECT (SELECT count(*) FROM a)::int + (SELECT count(*) FROM u)::int AS n`,
+      [userId],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async countByUser(userId: string): Promise<number> {
+    this.ready();
+    const rows = await this.db.query<{ n: number }>(
+      `SELECT (SELECT count(*) FROM action_faces WHERE user_id = $1)::int
+            + (SELECT count(*) FROM user_samples WHERE user_id = $1)::int AS n`,
+      [userId],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async ping(): Promise<void> {
+    await this.db.ping();
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+
+  private ready(): number {
+    if (this.dimension === undefined) throw new ConfigError('vector store used before init()');
+    return this.dimension;
+  }
+
+  private table(collection: Collection): string {
+    this.ready();
+    const table = TABLES[collection] as string | undefined;
+    if (table === undefined) throw new InvalidArgumentError(`unknown collection ${String(collection)}`);
+    return table;
+  }
+
+  /** pgvector's text form, '[a,b,...]'; 9 significant digits round-trip a float32. */
+  private literal(embedding: Float32Array): string {
+    const dimension = this.ready();
+    if (embedding.length !== dimension) {
+      throw new InvalidArgumentError(`embedding has ${embedding.length} dimensions, the store holds ${dimension}`);
+    }
+    const parts = new Array<string>(embedding.length);
+    for (let i = 0; i < embedding.length; i++) {
+      const x = embedding[i]!;
+      if (!Number.isFinite(x)) throw new InvalidArgumentError('embedding holds a NaN or infinite value');
+      parts[i] = x.toPrecision(9);
+    }
+    return `[${parts.join(',')}]`;
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * The embedded default stores: the shared contracts, then what only a store on local disk must
+ * show — nothing lost after a restart, nothing torn after a crash (SIGKILL) in the middle of writes,
+ * filtered vector search that stays exact, and the guards around the data directory.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LocalObjectStore } from '../../src/adapters/embedded/local.object-store.js';
+import { PgliteDatabase } from '../../src/adapters/embedded/pglite.database.js';
+import { PgliteMatchStore } from '../../src/adapters/embedded/pglite.match-store.js';
+import { PgliteVectorStore } from '../../src/adapters/embedded/pglite.vector-store.js';
+import { faceId, type FaceRecord, type PhotoRecord } from '../../src/domain/photo.js';
+import { matchStoreContract } from '../contract/match-store.contract.js';
+import { objectStoreContract } from '../contract/object-store.contract.js';
+import {
+  CONTRACT_DIMENSION,
+  dot,
+  randomUnit,
+  seededRandom,
+  unitNear,
+  vectorStoreContract,
+} from '../contract/vector-store.contract.js';
+import {
+  CRASH_DIMENSION,
+  OBJECT_BYTES,
+  crashObjectByte,
+  crashObjectKey,
+  crashPhotoId,
+  REPLACE_SLOTS,
+  replaceSlotId,
+} from './crash-writer.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const DIM = CONTRACT_DIMENSION;
+
+const scratch: string[] = [];
+async function tempDir(what: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), `facematch-${what}-`));
+  scratch.push(dir);
+  return dir;
+}
+afterAll(async () => {
+  for (const dir of scratch) await rm(dir, { recursive: true, force: true });
+});
+
+/**
+ * initdb takes seconds; a data directory is initialised once and copied for each store.
+ * (The copy is of a closed database: a fresh directory in every respect.)
+ */
+let template: Promise<string> | undefined;
+async function freshDataDir(): Promise<string> {
+  template ??= (async () => {
+    const dir = path.join(await tempDir('template'), 'db');
+    await (await PgliteDatabase.open(dir)).close();
+    return dir;
+  })();
+  const dir = path.join(await tempDir('db'), 'db');
+  await cp(await template, dir, { recursive: true });
+  return dir;
+}
+
+vectorStoreContract('embedded (PGlite + pgvector)', async () => {
+  const store = new PgliteVectorStore(await PgliteDatabase.open(await freshDataDir()));
+  return { store, cleanup: () => Promise.resolve() };
+});
+
+matchStoreContract('embedded (PGlite)', async () => {
+  const store = new PgliteMatchStore(await PgliteDatabase.open(await freshDataDir()));
+  return { store, cleanup: () => Promise.resolve() };
+});
+
+objectStoreContract('embedded (local folder)', async () => {
+  const store = new LocalObjectStore({ root: path.join(await tempDir('objects'), 'bucket') });
+  return { store, cleanup: () => Promise.resolve() };
+});
+
+interface Stores {
+  db: PgliteDatabase;
+  vectors: PgliteVectorStore;
+  matches: PgliteMatchStore;
+  close: () => Promise<void>;
+}
+
+async function openStores(dataDir: string, dimension = DIM): Promise<Stores> {
+  const db = await PgliteDatabase.open(dataDir);
+  const vectors = new PgliteVectorStore(await PgliteDatabase.open(dataDir));
+  const matches = new PgliteMatchStore(await PgliteDatabase.open(dataDir));
+  await vectors.init(dimension);
+  await matches.init();
+  return {
+    db,
+    vectors,
+    matches,
+    close: async () => {
+      await vectors.close();
+      await matches.close();
+      await db.close();
+    },
+  };
+}
+
+const photoOf = (photoId: string, eventId: string): PhotoRecord => ({
+  photoId,
+  eventId,
+  kind: 'ACTION_SHOT',
+  sourceUrl: `https://photos.example/${photoId}.jpg`,
+  width: 640,
+  height: 480,
+  processedAt: new Date(Date.UTC(2025, 0, 1)),
+});
+const facesOf = (photoId: string, n: number): FaceRecord[] =>
+  Array.from({ length: n }, (_, index) => ({
+    faceId: faceId(photoId, index),
+    photoId,
+    index,
+    box: { x: index * 50, y: 5, width: 40, height: 40 },
+    score: 0.8,
+    landmarks: [
+      [1, 1],
+      [2, 1],
+      [1.5, 1.5],
+      [1, 2],
+      [2, 2],
+    ],
+  }));
+
+describe('embedded database', () => {
+  it('shares one PGlite instance per directory, records migrations once, and refuses another dimension', async () => {
+    const dir = await freshDataDir();
+    const stores = await openStores(dir);
+    const other = await PgliteDatabase.open(dir);
+    expect(other.pg).toBe(stores.db.pg);
+    await other.close();
+    // One lease closed; the instance stays open for the others.
+    await expect(stores.vectors.ping()).resolves.toBeUndefined();
+
+    const recorded = await stores.db.query<{ scope: string; version: string }>('SELECT scope, version FROM schema_migrations ORDER BY scope, version');
+    expect(recorded).toEqual([
+      { scope: 'facematch', version: '0001_photos_faces_matches' },
+      { scope: 'vectors', version: '0001_vectors' },
+    ]);
+    await stores.close();
+
+    const again = await openStores(dir);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 2 }]);
+    const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
+    await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
+    await wrong.close();
+    await again.close();
+  });
+
+  it('reports BACKEND_UNAVAILABLE, naming the directory, once closed', async () => {
+    const dir = await freshDataDir();
+    const stores = await openStores(dir);
+    await stores.close();
+    await expect(stores.vectors.ping()).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining(dir) as string });
+    await expect(stores.matches.getPhoto('x')).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+  });
+
+  it('refuses a directory used by another live process, and takes over the lock of a dead one', async () => {
+    const dir = await freshDataDir();
+    const lock = path.join(dir, 'facematch.lock');
+    // The parent of this test process is alive.
+    await writeFile(lock, JSON.stringify({ pid: process.ppid, host: hostname() }));
+    await expect(PgliteDatabase.open(dir)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining('in use by process') as string });
+
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    await writeFile(lock, JSON.stringify({ pid: dead, host: hostname() }));
+    const db = await PgliteDatabase.open(dir);
+    expect(JSON.parse(await readFile(lock, 'utf8'))).toMatchObject({ pid: process.pid });
+    await db.close();
+    await expect(readFile(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses to initialise a directory that holds other files', async () => {
+    const dir = path.join(await tempDir('foreign'), 'db');
+    await mkdir(dir);
+    await writeFile(path.join(dir, 'holiday.jpg'), 'not a database');
+    await expect(PgliteDatabase.open(dir)).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(await readdir(dir)).toEqual(['holiday.jpg']);
+  });
+
+  it('initialises over the leftovers of a first open that was killed', async () => {
+    const parent = await tempDir('leftovers');
+    const dir = path.join(parent, 'db');
+    // What a kill leaves: part of a data directory without PG_VERSION, and the staging directory.
+    await mkdir(path.join(dir, 'base', '1'), { recursive: true });
+    await writeFile(path.join(dir, 'base', '1', '1259'), 'half a catalog');
+    await mkdir(path.join(parent, '.db.initdb-12345', 'global'), { recursive: true });
+    const stores = await openStores(dir);
+    await stores.matches.replacePhoto(photoOf('p', 'e'), facesOf('p', 1), []);
+    expect((await stores.matches.getPhoto('p'))?.faces).toHaveLength(1);
+    await stores.close();
+    expect(await readdir(parent)).toEqual(['db']);
+  });
+
+  it('keeps everything across a restart', async () => {
+    const dir = await freshDataDir();
+    const objectsDir = await tempDir('objects');
+    const random = seededRandom(7);
+    const v = randomUnit(random);
+    let stores = await openStores(dir);
+    let objects = new LocalObjectStore({ root: objectsDir });
+    await objects.init();
+    await stores.vectors.upsert('action_faces', [{ id: 'p1/0', eventId: 'e', photoId: 'p1', embedding: v }]);
+    await stores.vectors.upsert('user_samples', [{ id: 'u1/cam', eventId: 'e', photoId: 'cam', userId: 'u1', embedding: v }]);
+    const faces = facesOf('p1', 2);
+    await stores.matches.replacePhoto(photoOf('p1', 'e'), faces, [
+      { photoId: 'p1', faceId: faces[0]!.faceId, userId: 'u1', eventId: 'e', similarity: 0.75, matchedAt: new Date(Date.UTC(2025, 0, 2)) },
+    ]);
+    await objects.put('annotated/p1.jpg', new Uint8Array([1, 2, 3]), 'image/jpeg');
+    const before = await stores.matches.getPhoto('p1');
+    await stores.close();
+
+    stores = await openStores(dir);
+    objects = new LocalObjectStore({ root: objectsDir });
+    await objects.init();
+    expect(await stores.matches.getPhoto('p1')).toEqual(before);
+    expect(await stores.matches.photosOfUser('u1')).toEqual([{ photoId: 'p1', eventId: 'e', similarity: 0.75 }]);
+    const hits = await stores.vectors.search('action_faces', { eventId: 'e', embedding: v, limit: 5, minSimilarity: 0.5 });
+    expect(hits.map((h) => h.id)).toEqual(['p1/0']);
+    expect(await stores.vectors.countByUser('u1')).toBe(1);
+    expect([...(await objects.get('annotated/p1.jpg'))]).toEqual([1, 2, 3]);
+    await stores.close();
+  });
+
+  it('finds the true nearest of the searched event among 2,000 vectors, whichever plan the planner picks', async () => {
+    const stores = await openStores(await freshDataDir());
+    const random = seededRandom(42);
+    const query = randomUnit(random);
+    // A crowded event whose 200 nearest are all nearer to the query than anything elsewhere: an
+    // HNSW walk that filters its first ef_search candidates finds nothing of the other events.
+    const sizes = { crowd: 1400, e1: 300, e2: 200, e3: 100 };
+    const records: { id: string; eventId: string; photoId: string; embedding: Float32Array }[] = [];
+    for (const [eventId, size] of Object.entries(sizes)) {
+      for (let i = 0; i < size; i++) {
+        const near = eventId === 'crowd' ? i < 200 : i < 10;
+        const similarity = eventId === 'crowd' ? 0.95 + random() * 0.04 : 0.5 + random() * 0.4;
+        const embedding = near ? unitNear(query, similarity, random) : randomUnit(random);
+        records.push({ id: `${eventId}/${i}`, eventId, photoId: `${eventId}-p${i}`, embedding });
+      }
+    }
+    for (let i = 0; i < records.length; i += 250) await stores.vectors.upsert('action_faces', records.slice(i, i + 250));
+
+    const bruteForce = (eventId: string, limit: number) =>
+      records
+        .filter((r) => r.eventId === eventId)
+        .map((r) => ({ id: r.id, similarity: dot(query, r.embedding) }))
+        .sort((a, b) => b.similarity - a.similarity)
+        .slice(0, limit);
+    const check = async () => {
+      for (const eventId of Object.keys(sizes)) {
+        for (const limit of [1, 10, 25]) {
+          const hits = await stores.vectors.search('action_faces', { eventId, embedding: query, limit, minSimilarity: -1 });
+          const truth = bruteForce(eventId, limit);
+          expect(hits).toHaveLength(limit);
+          expect(hits.every((h) => h.eventId === eventId)).toBe(true);
+          // The planted neighbours (the first 10 of each small event) come back exactly, in order.
+          const exact = Math.min(limit, eventId === 'crowd' ? limit : 10);
+          expect(hits.slice(0, exact).map((h) => h.id)).toEqual(truth.slice(0, exact).map((t) => t.id));
+          hits.slice(0, exact).forEach((h, i) => expect(h.similarity).toBeCloseTo(truth[i]!.similarity, 4));
+        }
+      }
+    };
+    const plan = async () =>
+      (await stores.db.query<Record<string, string>>(`EXPLAIN SELECT id FROM action_faces WHERE event_id = 'e3' ORDER BY embedding <=> $1::vector LIMIT 10`, [`[${Array.from(query).join(',')}]`]))
+        .map((r) => Object.values(r)[0])
+        .join('\n');
+
+    await check();
+    // Force the HNSW index scan (the planner prefers the event index at this size).
+    await stores.db.pg.exec('SET enable_bitmapscan = off; SET enable_seqscan = off; SET enable_sort = off');
+    expect(await plan()).toMatch(/Index Scan using action_faces_embedding_idx/);
+    await check();
+    // The control: without the iterative scan, the same filtered HNSW query comes back short.
+    const plain = await stores.db.query(`SELECT id FROM action_faces WHERE event_id = 'e3' ORDER BY embedding <=> $1::vector LIMIT 10`, [
+      `[${Array.from(query).join(',')}]`,
+    ]);
+    expect(plain.length).toBeLessThan(10);
+    await stores.db.pg.exec('RESET enable_bitmapscan; RESET enable_seqscan; RESET enable_sort');
+    await stores.close();
+  });
+
+  it('stays consistent, and keeps every acknowledged write, when the writer is SIGKILLed mid-write', async () => {
+    const dataDir = await freshDataDir();
+    const objectsDir = await tempDir('crash-objects');
+    const script = path.join(HERE, 'crash-writer.ts');
+    // mixed: photos with vectors and objects; replace: replacePhoto back to back, so that a kill
+    // lands inside a replacement. The kill comes a few ms after an acknowledgement.
+    const rounds = [
+      { mode: 'mixed', killAfter: 25, delayMs: 3 },
+      { mode: 'replace', killAfter: 40, delayMs: 1 },
+      { mode: 'mixed', killAfter: 15, delayMs: 14 },
+    ] as const;
+    const acked = { mixed: -1, replace: -1 };
+    /** Last acknowledged photo of each mixed round: the photos around it may be half-written across stores. */
+    const killedAt: number[] = [];
+
+    for (const { mode, killAfter, delayMs } of rounds) {
+      const child = spawn(process.execPath, ['--import', 'tsx', script, dataDir, objectsDir, String(acked[mode] + 1), mode], {
+        cwd: REPO,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      // 'close': the process has exited and its stdout is read to the end.
+      const closed = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
+      let buffered = '';
+      let count = 0;
+      await new Promise<void>((resolve, reject) => {
+        child.on('exit', () => reject(new Error(`crash writer exited early (${mode}): ${stderr}`)));
+        child.stdout.on('data', (chunk: Buffer) => {
+          buffered += chunk.toString();
+          const lines = buffered.split('\n');
+          buffered = lines.pop()!;
+          for (const line of lines) {
+            const n = /^committed (\d+)$/.exec(line)?.[1];
+            if (n === undefined) continue;
+            acked[mode] = Number(n);
+            if (++count === killAfter) {
+              setTimeout(() => {
+                child.kill('SIGKILL');
+                resolve();
+              }, delayMs);
+            }
+          }
+        });
+      });
+      // Acknowledgements written before the kill but read after it count too (the handler runs on).
+      expect(await closed).toBe('SIGKILL');
+      if (mode === 'mixed') killedAt.push(acked.mixed);
+    }
+    const lastAcked = acked.mixed;
+
+    // Reopen in this process: the lock of the killed writer is taken over, recovery replays the WAL.
+    const stores = await openStores(dataDir, CRASH_DIMENSION);
+    const { db } = stores;
+    expect(await db.query('SELECT scope, version FROM schema_migrations ORDER BY scope')).toEqual([
+      { scope: 'facematch', version: '0001_photos_faces_matches' },
+      { scope: 'vectors', version: '0001_vectors' },
+    ]);
+    // Every photo has exactly the faces its record says, numbered from 0; no face without its photo.
+    const photos = await db.query<{ photo_id: string; source_url: string; faces: number; max_idx: number | null }>(
+      `SELECT p.photo_id, p.source_url, count(f.face_id)::int AS faces, max(f.idx) AS max_idx
+         FROM photos p LEFT JOIN faces f ON f.photo_id = p.photo_id GROUP BY p.photo_id, p.source_url ORDER BY p.photo_id`,
+    );
+    for (const p of photos) {
+      const expected = Number(/faces=(\d+)/.exec(p.source_url)![1]);
+      expect({ photo: p.photo_id, faces: p.faces, maxIdx: p.max_idx }).toEqual({ photo: p.photo_id, faces: expected, maxIdx: expected > 0 ? expected - 1 : null });
+    }
+    expect(await db.query('SELECT f.face_id FROM faces f LEFT JOIN photos p ON p.photo_id = f.photo_id WHERE p.photo_id IS NULL')).toEqual([]);
+    expect(await db.query('SELECT m.face_id FROM matches m LEFT JOIN faces f ON f.face_id = m.face_id WHERE f.face_id IS NULL')).toEqual([]);
+    // Indexes agree with their tables.
+    await db.pg.exec('SET enable_seqscan = off; SET enable_bitmapscan = off');
+    const viaIndex = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM faces WHERE face_id > ''`);
+    await db.pg.exec('RESET enable_seqscan; RESET enable_bitmapscan; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off');
+    const viaHeap = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM faces WHERE face_id > ''`);
+    await db.pg.exec('RESET enable_indexscan; RESET enable_indexonlyscan; RESET enable_bitmapscan');
+    expect(viaIndex).toEqual(viaHeap);
+
+    const byId = new Map(photos.map((p) => [p.photo_id, p]));
+    // Nothing acknowledged is lost: each replaced photo holds its last acknowledged version, or
+    // the one that was being written when the kill came.
+    for (let slot = 0; slot < REPLACE_SLOTS; slot++) {
+      const latest = acked.replace - ((acked.replace - slot + REPLACE_SLOTS) % REPLACE_SLOTS);
+      const inFlight = acked.replace + 1;
+      const version = Number(/v=(\d+)/.exec(byId.get(replaceSlotId(slot))!.source_url)![1]);
+      expect([latest, ...(inFlight % REPLACE_SLOTS === slot ? [inFlight] : [])], replaceSlotId(slot)).toContain(version);
+    }
+    // Every photo up to the last acknowledged one is there. Each one that no write was touching at
+    // a kill has its vectors and a whole annotated object of its version. (The stores do not share
+    // transactions: a photo killed between its vectors and its record is redone by a retry.)
+    expect(lastAcked).toBeGreaterThanOrEqual(39);
+    const objects = new LocalObjectStore({ root: objectsDir });
+    for (let n = 0; n <= lastAcked; n++) {
+      const photo = byId.get(crashPhotoId(n));
+      expect(photo, crashPhotoId(n)).toBeDefined();
+      if (killedAt.some((k) => n >= k - 2 && n <= k + 1)) continue;
+      const vectors = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM action_faces WHERE photo_id = $1', [crashPhotoId(n)]);
+      expect(vectors[0]!.n, crashPhotoId(n)).toBe(photo!.faces);
+      const version = Number(/v=(\d+)/.exec(photo!.source_url)![1]);
+      const bytes = await objects.get(crashObjectKey(n));
+      expect(bytes.length).toBe(OBJECT_BYTES);
+      expect(bytes.every((b) => b === crashObjectByte(n, version))).toBe(true);
+    }
+    // No object is torn, acknowledged or not.
+    for (const name of await readdir(path.join(objectsDir, 'annotated'))) {
+      if (name.startsWith('.')) continue;
+      const bytes = await readFile(path.join(objectsDir, 'annotated', name));
+      expect(bytes.length, name).toBe(OBJECT_BYTES);
+      expect(bytes.every((b) => b === bytes[0]), name).toBe(true);
+    }
+
+    // And the store takes writes again.
+    const hit = (await db.query<{ embedding: string }>('SELECT embedding::text AS embedding FROM action_faces LIMIT 1'))[0]!;
+    const embedding = Float32Array.from(JSON.parse(hit.embedding) as number[]);
+    await stores.vectors.upsert('action_faces', [{ id: 'after/0', eventId: 'after', photoId: 'after', embedding }]);
+    await stores.matches.replacePhoto(photoOf('after', 'after'), facesOf('after', 1), []);
+    expect((await stores.vectors.search('action_faces', { eventId: 'after', embedding, limit: 1, minSimilarity: 0.99 })).map((h) => h.id)).toEqual(['after/0']);
+    expect((await stores.matches.getPhoto('after'))?.faces).toHaveLength(1);
+    await stores.close();
+  });
+});
