@@ -1,53 +1,38 @@
 /**
- * The main job on embedded defaults, with no server: enrol the first photo of each identity in
- * ../shared/testdata/faces as a selfie, then find those people in the group photos, print one JSON
- * line per photo and write annotated copies to $FACEMATCH_DATA_DIR/demo (default ./data/demo).
+ * The service's main job on embedded defaults, with no server to run: enrol the first photo of each
+ * identity in ../shared/testdata/faces as a selfie, process the group photos as action shots, and
+ * print one JSON line per photo with the people found. Everything lands in FACEMATCH_DATA_DIR
+ * (default ./data): the embedded vector index and match records (data/db), and the annotated
+ * images (data/objects/annotated/demo/). Run it twice: the second run replaces, never duplicates.
  *   npm run demo
  */
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { trace } from '@opentelemetry/api';
+import { createApp } from '../src/bin/app.js';
 import { parseConfig } from '../src/config/config.js';
-import { cosine } from '../src/domain/face.js';
-import { annotate } from '../src/inference/annotate.js';
-import { FaceAnalyzer } from '../src/inference/face-analyzer.js';
+import { TRACER_NAME } from '../src/telemetry/attributes.js';
 import { createLogger } from '../src/telemetry/logger.js';
-import { GROUPS_DIR, MODELS_DIR, identities, read } from '../test/support/shared.js';
+import { GROUPS_DIR, MODELS_DIR, identities } from '../test/support/shared.js';
 
 const config = parseConfig({
   ...process.env,
   FACEMATCH_MODEL_PACK: process.env.FACEMATCH_MODEL_PACK ?? 'test',
   FACEMATCH_MODELS_DIR: process.env.FACEMATCH_MODELS_DIR ?? MODELS_DIR,
 });
-const out = path.resolve(process.env.FACEMATCH_DATA_DIR ?? 'data', 'demo');
-await mkdir(out, { recursive: true });
-const analyzer = await FaceAnalyzer.load(config.inference, config.decode, createLogger('warn'));
-
-const gallery: { user: string; embedding: Float32Array }[] = [];
-for (const { id, files } of identities()) {
-  const face = (await analyzer.analyze(await read(files[0]!))).faces[0];
-  if (face) gallery.push({ user: id, embedding: face.embedding });
-}
-console.error(`enrolled ${gallery.length} selfies; threshold ${analyzer.threshold} (${analyzer.pack.name})`);
-
-for (const photo of (await readdir(GROUPS_DIR)).sort()) {
-  const bytes = await read(path.join(GROUPS_DIR, photo));
-  const analysis = await analyzer.analyze(bytes, photo);
-  const faces = analysis.faces.map((f) => {
-    const best = gallery
-      .map((g) => ({ user: g.user, similarity: cosine(g.embedding, f.embedding) }))
-      .sort((a, b) => b.similarity - a.similarity)[0];
-    const match = best && best.similarity >= analyzer.threshold ? best : undefined;
-    return { ...f, match };
-  });
-  const annotated = path.join(out, photo.replace(/\.\w+$/, '.jpg'));
-  await writeFile(
-    annotated,
-    await annotate(
-      bytes,
-      faces.map((f) => ({ ...f, highlight: !!f.match, ...(f.match ? { label: `${f.match.user} ${f.match.similarity.toFixed(2)}` } : {}) })),
-      { maxPixels: config.decode.maxPixels },
-    ),
-  );
-  const matches = faces.flatMap((f) => (f.match ? [{ user: f.match.user, similarity: Math.round(f.match.similarity * 1000) / 1000 }] : []));
-  console.log(JSON.stringify({ photo, faces: faces.length, matches, annotated, ms: Math.round(analysis.timings.decodeMs + analysis.timings.detectMs + analysis.timings.alignMs + analysis.timings.embedMs) }));
+const app = await createApp(config, createLogger('warn'), { tracer: trace.getTracer(TRACER_NAME), localFiles: true });
+const event = 'demo';
+try {
+  const people = identities();
+  for (const { id, files } of people) {
+    await app.service.processPhoto({ photoId: `selfie-${id}`, imageUrl: files[0]!, kind: 'FACECAM', userId: id, eventId: event });
+  }
+  console.error(`enrolled ${people.length} selfies in event "${event}"; threshold ${app.service.matchThreshold} (${app.analyzer.pack.name})`);
+  for (const photo of (await readdir(GROUPS_DIR)).sort()) {
+    const r = await app.service.processPhoto({ photoId: photo.replace(/\.\w+$/, ''), imageUrl: path.join(GROUPS_DIR, photo), kind: 'ACTION_SHOT', eventId: event });
+    const matches = r.faces.flatMap((f) => f.matches.map((m) => ({ userId: m.userId, similarity: Math.round(m.similarity * 1000) / 1000 })));
+    console.log(JSON.stringify({ photoId: photo, faces: r.faces.length, matches, annotated: r.annotated.url, ms: Math.round(r.timings.total) }));
+  }
+} finally {
+  await app.close();
 }

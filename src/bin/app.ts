@@ -57,7 +57,7 @@ async function check(name: string, fn: () => Promise<void>, timeoutMs = 2000): P
 
 export async function createApp(config: Config, log: Logger, o: { tracer: Tracer; localFiles?: boolean }): Promise<App> {
   const [analyzer, stores] = await Promise.allSettled([
-    AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, config.logLevel),
+    AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, log.level),
     openEmbeddedStores(config.stores, log),
   ]);
   if (analyzer.status === 'rejected' || stores.status === 'rejected') {

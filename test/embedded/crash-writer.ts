@@ -9,6 +9,8 @@
  * every third photo also rewrites an earlier one with another number of faces.
  * replace: only MatchStore.replacePhoto, back to back, so that a kill most likely lands inside one:
  * write n replaces slot photo `crash-r-<n % 10>` with (n * 7) % 25 faces and says `v=<n>`.
+ * inject: the kill comes from inside: photo `crash-i-<k>` is written with 3 faces (`committed 0`),
+ * then replaced with 5, and the process SIGKILLs itself right after statement k of that transaction.
  */
 import { LocalObjectStore } from '../../src/adapters/embedded/local.object-store.js';
 import { PgliteDatabase } from '../../src/adapters/embedded/pglite.database.js';
@@ -100,12 +102,38 @@ async function main(): Promise<void> {
   const [dataDir, objectsDir, first, mode = 'mixed'] = process.argv.slice(2);
   if (!dataDir || !objectsDir || first === undefined) throw new Error('usage: crash-writer <dataDir> <objectsDir> <first> [mixed|replace]');
   const vectors = new PgliteVectorStore(await PgliteDatabase.open(dataDir));
-  const matches = new PgliteMatchStore(await PgliteDatabase.open(dataDir));
+  const lease = await PgliteDatabase.open(dataDir);
+  const matches = new PgliteMatchStore(lease);
   const objects = new LocalObjectStore({ root: objectsDir });
   await vectors.init(CRASH_DIMENSION);
   await matches.init();
   await objects.init();
   process.stdout.write('ready\n');
+  if (mode === 'inject') {
+    const k = Number(first);
+    const photoId = `crash-i-${k}`;
+    const before = records(photoId, 'crash-event-i', 0, 3, 0);
+    await matches.replacePhoto(before.photo, before.faces, before.matches);
+    process.stdout.write('committed 0\n');
+    // Arm the trap: statement k of the next transaction is the last thing this process does.
+    const transaction = lease.transaction.bind(lease);
+    lease.transaction = (fn) =>
+      transaction((tx) => {
+        let statements = 0;
+        return fn({
+          query: async <T>(sql: string, params?: unknown[]): Promise<T[]> => {
+            const rows = await tx.query<T>(sql, params);
+            if (++statements === k) process.kill(process.pid, 'SIGKILL');
+            return rows;
+          },
+          exec: (sql) => tx.exec(sql),
+        });
+      });
+    const after = records(photoId, 'crash-event-i', 1, 5, 1);
+    await matches.replacePhoto(after.photo, after.faces, after.matches);
+    process.stdout.write('committed 1\n');
+    return;
+  }
   if (mode === 'replace') {
     for (let n = Number(first); ; n++) {
       const { photo, faces, matches: found } = records(replaceSlotId(n), 'crash-event-r', n, replaceFaceCount(n), n);

@@ -79,6 +79,39 @@ objectStoreContract('embedded (local folder)', async () => {
   return { store, cleanup: () => Promise.resolve() };
 });
 
+/**
+ * Runs test/embedded/crash-writer.ts. With `kill`, SIGKILLs it `delayMs` after its `after`-th
+ * acknowledgement; without, waits for it to end by itself.
+ */
+async function runWriter(
+  args: string[],
+  kill?: { after: number; delayMs: number },
+): Promise<{ acks: number[]; ended: NodeJS.Signals | number | null; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(HERE, 'crash-writer.ts'), ...args], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const acks: number[] = [];
+  let stderr = '';
+  let buffered = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop()!;
+    for (const line of lines) {
+      const n = /^committed (\d+)$/.exec(line)?.[1];
+      if (n === undefined) continue;
+      acks.push(Number(n));
+      if (kill && acks.length === kill.after) setTimeout(() => child.kill('SIGKILL'), kill.delayMs);
+    }
+  });
+  // 'close': the process has ended and its output is read to the end, so every acknowledgement
+  // written before the kill is counted.
+  const ended = await new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
+  return { acks, ended, stderr };
+}
+
 interface Stores {
   db: PgliteDatabase;
   vectors: PgliteVectorStore;
@@ -289,7 +322,6 @@ describe('embedded database', () => {
   it('stays consistent, and keeps every acknowledged write, when the writer is SIGKILLed mid-write', async () => {
     const dataDir = await freshDataDir();
     const objectsDir = await tempDir('crash-objects');
-    const script = path.join(HERE, 'crash-writer.ts');
     // mixed: photos with vectors and objects; replace: replacePhoto back to back, so that a kill
     // lands inside a replacement. The kill comes a few ms after an acknowledgement.
     const rounds = [
@@ -302,38 +334,15 @@ describe('embedded database', () => {
     const killedAt: number[] = [];
 
     for (const { mode, killAfter, delayMs } of rounds) {
-      const child = spawn(process.execPath, ['--import', 'tsx', script, dataDir, objectsDir, String(acked[mode] + 1), mode], {
-        cwd: REPO,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      // 'close': the process has exited and its stdout is read to the end.
-      const closed = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
-      let buffered = '';
-      let count = 0;
-      await new Promise<void>((resolve, reject) => {
-        child.on('exit', () => reject(new Error(`crash writer exited early (${mode}): ${stderr}`)));
-        child.stdout.on('data', (chunk: Buffer) => {
-          buffered += chunk.toString();
-          const lines = buffered.split('\n');
-          buffered = lines.pop()!;
-          for (const line of lines) {
-            const n = /^committed (\d+)$/.exec(line)?.[1];
-            if (n === undefined) continue;
-            acked[mode] = Number(n);
-            if (++count === killAfter) {
-              setTimeout(() => {
-                child.kill('SIGKILL');
-                resolve();
-              }, delayMs);
-            }
-          }
-        });
-      });
-      // Acknowledgements written before the kill but read after it count too (the handler runs on).
-      expect(await closed).toBe('SIGKILL');
+      const run = await runWriter([dataDir, objectsDir, String(acked[mode] + 1), mode], { after: killAfter, delayMs });
+      expect(run.ended, run.stderr).toBe('SIGKILL');
+      acked[mode] = run.acks.at(-1)!;
       if (mode === 'mixed') killedAt.push(acked.mixed);
+    }
+    // Killed from inside replacePhoto's transaction, right after its statement k.
+    for (const k of [1, 2, 3]) {
+      const run = await runWriter([dataDir, objectsDir, String(k), 'inject']);
+      expect({ ended: run.ended, acks: run.acks }, run.stderr).toEqual({ ended: 'SIGKILL', acks: [0] });
     }
     const lastAcked = acked.mixed;
 
@@ -364,6 +373,15 @@ describe('embedded database', () => {
     expect(viaIndex).toEqual(viaHeap);
 
     const byId = new Map(photos.map((p) => [p.photo_id, p]));
+    // A transaction killed midway left nothing: the photo is as it was before.
+    for (const k of [1, 2, 3]) {
+      const photo = await stores.matches.getPhoto(`crash-i-${k}`);
+      expect({ url: photo?.photo.sourceUrl, faces: photo?.faces.length, matches: photo?.matches.length }).toEqual({
+        url: `crash://crash-i-${k}?faces=3&v=0`,
+        faces: 3,
+        matches: 2,
+      });
+    }
     // Nothing acknowledged is lost: each replaced photo holds its last acknowledged version, or
     // the one that was being written when the kill came.
     for (let slot = 0; slot < REPLACE_SLOTS; slot++) {
