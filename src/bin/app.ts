@@ -90,7 +90,8 @@ function assemble(config: Config, analyzer: AnalyzerPool, stores: Stores, o: { t
     vectors: stores.vectors,
     objects: stores.objects,
     matches: stores.matches,
-    annotate: (bytes, faces) => annotate(bytes, faces, { maxPixels: config.decode.maxPixels }),
+    annotate: (bytes, faces, size) =>
+      annotate(bytes, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: config.stores.annotatedMaxSide }),
     tracer: o.tracer,
     ...(config.inference.matchThreshold !== undefined ? { threshold: config.inference.matchThreshold } : {}),
   });

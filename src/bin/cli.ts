@@ -67,7 +67,10 @@ async function detect(args: string[], config: Config, log: Logger): Promise<void
   const decoded = await analyzer.decode(bytes, ref);
   const faces = await analyzer.detectFaces(decoded);
   if (values.draw) {
-    await writeFile(values.draw, await annotate(bytes, faces, { maxPixels: config.decode.maxPixels }));
+    await writeFile(
+      values.draw,
+      await annotate(bytes, faces, { width: decoded.width, height: decoded.height, maxPixels: config.decode.maxPixels }),
+    );
   }
   print({ width: decoded.width, height: decoded.height, faces: faces.map(faceJson) });
 }

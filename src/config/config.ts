@@ -37,6 +37,7 @@ const schema = z.object({
   FACEMATCH_SOURCE_ALLOW: z.string().default(''),
   FACEMATCH_DATA_DIR: z.string().min(1).default('data'),
   FACEMATCH_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').default('facematch'),
+  FACEMATCH_ANNOTATED_MAX_SIDE: int(0).default(2048),
   FACEMATCH_HOST: z.string().min(1).default('0.0.0.0'),
   FACEMATCH_GRPC_PORT: int(0).max(65535).default(50051),
   FACEMATCH_HTTP_PORT: int(0).max(65535).default(8080),
@@ -92,6 +93,8 @@ export interface StoreConfig {
   /** Embedded stores live here: db/ (PGlite) and objects/ (annotated images). */
   dataDir: string;
   bucket: string;
+  /** Annotated copies are shrunk to this longer side (0: original size). */
+  annotatedMaxSide: number;
 }
 
 export interface Config {
@@ -142,7 +145,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       maxInFlight: e.FACEMATCH_MAX_IN_FLIGHT,
       maxMessageBytes: e.FACEMATCH_MAX_MESSAGE_BYTES,
     },
-    stores: { dataDir: path.resolve(e.FACEMATCH_DATA_DIR), bucket: e.FACEMATCH_BUCKET },
+    stores: { dataDir: path.resolve(e.FACEMATCH_DATA_DIR), bucket: e.FACEMATCH_BUCKET, annotatedMaxSide: e.FACEMATCH_ANNOTATED_MAX_SIDE },
     otlpTracesEndpoint:
       e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
       (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined),

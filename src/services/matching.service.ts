@@ -40,8 +40,8 @@ export interface DrawnFace {
   highlight?: boolean;
 }
 
-/** Draws faces over the photo and encodes a JPEG (sharp, in an adapter). */
-export type Annotator = (bytes: Uint8Array, faces: readonly DrawnFace[]) => Promise<Uint8Array>;
+/** Draws faces over the photo (of the given upright size) and encodes a JPEG (sharp, in an adapter). */
+export type Annotator = (bytes: Uint8Array, faces: readonly DrawnFace[], size: { width: number; height: number }) => Promise<Uint8Array>;
 
 export interface MatchingDeps {
   model: FaceModel;
@@ -261,7 +261,7 @@ export class MatchingService {
   }
 
   private async drawAndUpload(photo: PhotoRecord, bytes: Uint8Array, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
-    const jpeg = await this.stage('draw', ctx, () => this.d.annotate(bytes, faces));
+    const jpeg = await this.stage('draw', ctx, () => this.d.annotate(bytes, faces, { width: photo.width, height: photo.height }));
     return this.stage('upload', ctx, () => this.d.objects.put(photo.annotatedKey!, jpeg, 'image/jpeg'));
   }
 

@@ -74,7 +74,8 @@ export class PgliteMatchStore implements MatchStore {
       matched.add(m.faceId);
     }
 
-    await this.db.transaction(async (tx) => {
+    const tx = this.db;
+    await (async () => {
       // Cascades to the photo's faces and their matches.
       await tx.query('DELETE FROM photos WHERE photo_id = $1', [photo.photoId]);
       await tx.query(
@@ -99,7 +100,7 @@ export class PgliteMatchStore implements MatchStore {
           [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
         );
       }
-    });
+    })();
   }
 
   async offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]> {

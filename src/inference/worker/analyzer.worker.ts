@@ -4,6 +4,7 @@
  * here, off the main thread's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import sharp from 'sharp';
 import type { DecodeConfig, InferenceConfig } from '../../config/config.js';
 import { toFacematchError } from '../../domain/errors.js';
 import { createLogger } from '../../telemetry/logger.js';
@@ -15,6 +16,8 @@ const port = parentPort!;
 
 try {
   const analyzer = await FaceAnalyzer.load(inference, decode, createLogger(logLevel));
+  // Warm-up: the first run of a session allocates and optimises; do it before reporting ready.
+  await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
   port.on('message', (req: AnalyzeRequest) => {
     analyzer
       .analyze(req.bytes, req.what)
