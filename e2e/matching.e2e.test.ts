@@ -12,6 +12,7 @@ import { serve, type Serving } from '../src/bin/serve.js';
 import { PhotoKind, SearchCollection, type ProcessPhotoResponse } from '../src/gen/facematch/v1/facematch.js';
 import { STAGES, stageSpan, SPAN } from '../src/telemetry/attributes.js';
 import { createLogger } from '../src/telemetry/logger.js';
+import { pngHeader } from '../test/support/png-bomb.js';
 import { identities, testConfig } from '../test/support/shared.js';
 import { api, client, photoServer, type Client } from './support.js';
 
@@ -70,7 +71,7 @@ const grpcError = async (p: Promise<unknown>): Promise<ServiceError> => {
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'facematch-e2e-'));
-  photos = await photoServer();
+  photos = await photoServer({ '/bomb.png': pngHeader(50_000, 50_000) });
   await start();
 });
 afterAll(async () => {
@@ -199,7 +200,8 @@ describe('bad requests', () => {
     expect(await codeOf(rpc.processPhoto({ photoId: 'x5', imageUrl: '/etc/passwd', eventId: '', kind: PhotoKind.PHOTO_KIND_ACTION_SHOT, userId: '' }))).toEqual([status.INVALID_ARGUMENT, 'INVALID_ARGUMENT']);
     expect(await codeOf(process('x6', 'text.jpg', PhotoKind.PHOTO_KIND_ACTION_SHOT))).toEqual([status.INVALID_ARGUMENT, 'IMAGE_UNSUPPORTED']);
     expect(await codeOf(process('x7', 'no/such.jpg', PhotoKind.PHOTO_KIND_ACTION_SHOT))).toEqual([status.FAILED_PRECONDITION, 'SOURCE_NOT_FOUND']);
-    for (const id of ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'x7']) expect(await serving.app.stores.matches.getPhoto(id)).toBeUndefined();
+    expect(await codeOf(process('x9', 'bomb.png', PhotoKind.PHOTO_KIND_ACTION_SHOT))).toEqual([status.RESOURCE_EXHAUSTED, 'IMAGE_TOO_LARGE']);
+    for (const id of ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'x7', 'x9']) expect(await serving.app.stores.matches.getPhoto(id)).toBeUndefined();
   });
 
   it('a selfie without a face is FAILED_PRECONDITION and enrols nothing', async () => {
