@@ -106,9 +106,15 @@ async function runWriter(
       if (kill && acks.length === kill.after) setTimeout(() => child.kill('SIGKILL'), kill.delayMs);
     }
   });
+  // A writer that neither ends nor gets killed fails the test instead of hanging it.
+  const watchdog = setTimeout(() => {
+    stderr += '\n(crash writer hung: killed by the watchdog)';
+    child.kill('SIGTERM');
+  }, 30_000);
   // 'close': the process has ended and its output is read to the end, so every acknowledgement
   // written before the kill is counted.
   const ended = await new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
+  clearTimeout(watchdog);
   return { acks, ended, stderr };
 }
 
@@ -224,12 +230,13 @@ describe('embedded database', () => {
     // What a kill leaves: part of a data directory without PG_VERSION, and the staging directory.
     await mkdir(path.join(dir, 'base', '1'), { recursive: true });
     await writeFile(path.join(dir, 'base', '1', '1259'), 'half a catalog');
-    await mkdir(path.join(parent, '.db.initdb-12345', 'global'), { recursive: true });
+    await mkdir(path.join(dir, '.initdb', 'global'), { recursive: true });
     const stores = await openStores(dir);
     await stores.matches.replacePhoto(photoOf('p', 'e'), facesOf('p', 1), []);
     expect((await stores.matches.getPhoto('p'))?.faces).toHaveLength(1);
     await stores.close();
     expect(await readdir(parent)).toEqual(['db']);
+    expect(await readdir(dir)).not.toContain('.initdb');
   });
 
   it('keeps everything across a restart', async () => {
@@ -315,6 +322,10 @@ describe('embedded database', () => {
       `[${Array.from(query).join(',')}]`,
     ]);
     expect(plain.length).toBeLessThan(10);
+    // Even when the iterative scan gives up early, the search comes back whole and exact.
+    await stores.db.pg.exec('SET hnsw.max_scan_tuples = 60');
+    await check();
+    await stores.db.pg.exec('RESET hnsw.max_scan_tuples');
     await stores.db.pg.exec('RESET enable_bitmapscan; RESET enable_seqscan; RESET enable_sort');
     await stores.close();
   });

@@ -12,11 +12,11 @@
  * - One process per directory: a lock file (`facematch.lock`, pid + host) refuses a second process.
  *   PGlite has none, and two processes on one directory silently corrupt it. A lock whose process
  *   is gone (killed) is taken over.
- * - A fresh directory is initialised in a sibling staging directory and moved in, `PG_VERSION`
+ * - A fresh directory is initialised in a staging directory and moved into place, `PG_VERSION`
  *   last: PGlite decides "initialised" by `PG_VERSION`, and a process killed while PGlite was
  *   unpacking initdb's output into the directory left one that could never be opened again.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -41,6 +41,8 @@ export const MATCH_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', '
 export const VECTOR_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'embedded', 'migrations');
 
 const LOCK_FILE = 'facematch.lock';
+/** Where a new data directory is initialised before it is moved into place. */
+const STAGING = '.initdb';
 const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
 /** What PostgreSQL's initdb puts in a data directory: the only names we ever remove. */
 const PGDATA_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
@@ -69,7 +71,8 @@ export async function readMigrations(folder: string, vars: Readonly<Record<strin
     if (number === undefined) throw new ConfigError(`migration ${path.join(folder, name)}: name must look like 0001_name.sql`);
     if (seen.has(number)) throw new ConfigError(`migrations in ${folder}: two files numbered ${number}`);
     seen.add(number);
-    const text = await readFile(path.join(folder, name), 'utf8');
+    // LF line ends: a checkout with CRLF is the same migration.
+    const text = (await readFile(path.join(folder, name), 'utf8')).replace(/\r\n/g, '\n');
     const sql = text.replace(/\{\{([A-Z_]+)\}\}/g, (_, key: string) => {
       const value = vars[key];
       if (value === undefined) throw new ConfigError(`migration ${name}: no value for {{${key}}}`);
@@ -89,19 +92,25 @@ export interface SqlTransaction {
 
 interface Shared {
   pg: PGlite;
-  dataDir: string;
-  leases: number;
   releaseLock: () => Promise<void>;
 }
 
+/** The instance of one directory: counted leases, and while its last lease closes, `closing`. */
+interface Entry {
+  ready: Promise<Shared>;
+  leases: number;
+  closing?: Promise<void>;
+}
+
 /** Open instances of this process, by resolved data directory. */
-const instances = new Map<string, Promise<Shared>>();
+const instances = new Map<string, Entry>();
 
 /** A lease on the embedded database of a data directory. */
 export class PgliteDatabase {
   private closed = false;
 
   private constructor(
+    private readonly entry: Entry,
     private readonly shared: Shared,
     readonly dataDir: string,
   ) {}
@@ -112,15 +121,28 @@ export class PgliteDatabase {
    */
   static async open(dataDir: string): Promise<PgliteDatabase> {
     const dir = path.resolve(dataDir);
-    let pending = instances.get(dir);
-    if (!pending) {
-      pending = start(dir);
-      instances.set(dir, pending);
-      pending.catch(() => instances.delete(dir));
+    let entry = instances.get(dir);
+    // An instance that is closing is waited for: never two on one directory, even briefly.
+    while (entry?.closing) {
+      await entry.closing.catch(() => undefined);
+      entry = instances.get(dir);
     }
-    const shared = await pending;
-    shared.leases++;
-    return new PgliteDatabase(shared, dir);
+    if (!entry) {
+      const created: Entry = { ready: start(dir), leases: 0 };
+      instances.set(dir, created);
+      created.ready.catch(() => {
+        if (instances.get(dir) === created) instances.delete(dir);
+      });
+      entry = created;
+    }
+    // Counted before the await, so that a lease closing meanwhile does not close the instance.
+    entry.leases++;
+    try {
+      return new PgliteDatabase(entry, await entry.ready, dir);
+    } catch (error) {
+      entry.leases--;
+      throw error;
+    }
   }
 
   /** The PGlite handle (for the stores of this folder and for tests). */
@@ -215,17 +237,21 @@ export class PgliteDatabase {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (--this.shared.leases > 0) return;
-    instances.delete(this.dataDir);
-    try {
-      if (!this.shared.pg.closed) await this.shared.pg.close();
-    } finally {
-      await this.shared.releaseLock();
-    }
+    if (--this.entry.leases > 0) return;
+    const { pg, releaseLock } = this.shared;
+    this.entry.closing = (async () => {
+      try {
+        if (!pg.closed) await pg.close();
+      } finally {
+        await releaseLock();
+        instances.delete(this.dataDir);
+      }
+    })();
+    await this.entry.closing;
   }
 
   /** A typed error for anything a query threw; names the backend. */
-  failure(error: unknown): FacematchError {
+  private failure(error: unknown): FacematchError {
     if (error instanceof FacematchError) return error;
     if (isSqlError(error)) {
       // Connection, resources, operator intervention, system and internal errors: the store is unusable.
@@ -255,31 +281,30 @@ async function start(dir: string): Promise<Shared> {
   try {
     if (!(await exists(path.join(dir, 'PG_VERSION')))) await initialise(dir);
     const pg = await PGlite.create({ dataDir: dir, extensions: { vector } });
-    return { pg, dataDir: dir, leases: 0, releaseLock };
+    return { pg, releaseLock };
   } catch (error) {
     await releaseLock();
     throw fail(error);
   }
 }
 
-/** Runs initdb in a sibling staging directory and moves the result in, PG_VERSION last. */
+/**
+ * Runs initdb in a staging directory inside `dir` (same file system, even when `dir` is a mount
+ * point) and moves the result up, PG_VERSION last.
+ */
 async function initialise(dir: string): Promise<void> {
-  const entries = (await readdir(dir)).filter((e) => e !== LOCK_FILE);
+  const entries = (await readdir(dir)).filter((e) => e !== LOCK_FILE && e !== STAGING && e !== 'lost+found');
   const foreign = entries.filter((e) => !PGDATA_ENTRY.test(e));
   if (foreign.length > 0) {
     throw new ConfigError(`embedded database at ${dir}: the directory is not empty and not a database (${foreign.slice(0, 3).join(', ')})`);
   }
-  // Leftovers of an initialisation that was killed while moving in: they never held data.
-  for (const e of entries) await rm(path.join(dir, e), { recursive: true, force: true });
-  const parent = path.dirname(dir);
-  const prefix = `.${path.basename(dir)}.initdb-`;
-  for (const e of await readdir(parent)) if (e.startsWith(prefix)) await rm(path.join(parent, e), { recursive: true, force: true });
+  // Leftovers of an initialisation that was killed before PG_VERSION was in place: never data.
+  for (const e of [...entries, STAGING]) await rm(path.join(dir, e), { recursive: true, force: true });
 
-  const staging = path.join(parent, `${prefix}${process.pid}`);
+  const staging = path.join(dir, STAGING);
   const pg = await PGlite.create({ dataDir: staging, extensions: { vector } });
   await pg.close();
-  const made = await readdir(staging);
-  for (const e of made) if (e !== 'PG_VERSION') await rename(path.join(staging, e), path.join(dir, e));
+  for (const e of await readdir(staging)) if (e !== 'PG_VERSION') await rename(path.join(staging, e), path.join(dir, e));
   await rename(path.join(staging, 'PG_VERSION'), path.join(dir, 'PG_VERSION'));
   await rmdir(staging);
 }
@@ -287,12 +312,13 @@ async function initialise(dir: string): Promise<void> {
 interface LockOwner {
   pid: number;
   host: string;
+  token?: string;
 }
 
 /** Creates the directory's lock file, taking over one whose process is gone; returns the release. */
 async function lock(dir: string): Promise<() => Promise<void>> {
   const file = path.join(dir, LOCK_FILE);
-  const me: LockOwner = { pid: process.pid, host: hostname() };
+  const me: LockOwner = { pid: process.pid, host: hostname(), token: randomUUID() };
   for (let attempt = 0; ; attempt++) {
     try {
       const handle = await open(file, 'wx');
@@ -301,8 +327,9 @@ async function lock(dir: string): Promise<() => Promise<void>> {
       } finally {
         await handle.close();
       }
+      // Removes the lock only while it is still ours.
       return async () => {
-        await unlink(file).catch(() => undefined);
+        if ((await readOwner(file))?.token === me.token) await unlink(file).catch(() => undefined);
       };
     } catch (error) {
       if (errno(error) !== 'EEXIST' || attempt > 2) {
@@ -324,7 +351,8 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
     const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));
     if (typeof parsed === 'object' && parsed !== null && 'pid' in parsed && 'host' in parsed) {
       const { pid, host } = parsed;
-      if (typeof pid === 'number' && typeof host === 'string') return { pid, host };
+      const token = 'token' in parsed && typeof parsed.token === 'string' ? parsed.token : undefined;
+      if (typeof pid === 'number' && typeof host === 'string') return { pid, host, token };
     }
   } catch {
     // Unreadable or half-written by a killed process: stale.

@@ -74,8 +74,7 @@ export class PgliteMatchStore implements MatchStore {
       matched.add(m.faceId);
     }
 
-    const tx = this.db;
-    await (async () => {
+    await this.db.transaction(async (tx) => {
       // Cascades to the photo's faces and their matches.
       await tx.query('DELETE FROM photos WHERE photo_id = $1', [photo.photoId]);
       await tx.query(
@@ -100,7 +99,7 @@ export class PgliteMatchStore implements MatchStore {
           [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
         );
       }
-    })();
+    });
   }
 
   async offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]> {

@@ -5,7 +5,10 @@
  * A filtered HNSW search is approximate twice over: the graph walk keeps `hnsw.ef_search`
  * candidates, and the event filter is applied to those afterwards, so a plain index scan can
  * return fewer rows than exist in the event. Searches therefore run with pgvector's iterative
- * scan (`strict_order`): the walk continues until LIMIT rows pass the filter, nearest first.
+ * scan (`strict_order`): the walk continues until LIMIT rows pass the filter, nearest first. It
+ * gives up after `hnsw.max_scan_tuples` (20,000) visited rows; a search that still comes back short
+ * is run again without the vector index (event index + exact distances), which is cheap exactly
+ * then: the event has few rows, or few near the query.
  */
 import { ConfigError, InvalidArgumentError } from '../../domain/errors.js';
 import type { Collection, SearchQuery, VectorHit, VectorRecord, VectorStore } from '../../ports/vector-store.js';
@@ -78,14 +81,19 @@ export class PgliteVectorStore implements VectorStore {
     if (!Number.isFinite(query.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
     const vector = this.literal(query.embedding);
     const ef = Math.min(MAX_EF_SEARCH, Math.max(MIN_EF_SEARCH, query.limit * 2));
+    const sql = `SELECT id, event_id, photo_id, user_id, embedding <=> $1::vector AS distance
+                   FROM ${table} WHERE event_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3`;
+    const params = [vector, query.eventId, query.limit];
     const rows = await this.db.transaction(async (tx) => {
-      // Local to this transaction. Set before the query so that they apply to its index scan.
+      // Local to this transaction; set before the query so that they apply to its index scan.
       await tx.query(`SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)`, [String(ef)]);
-      return tx.query<HitRow>(
-        `SELECT id, event_id, photo_id, user_id, embedding <=> $1::vector AS distance
-           FROM ${table} WHERE event_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3`,
-        [vector, query.eventId, query.limit],
+      const found = await tx.query<HitRow>(sql, params);
+      if (found.length === query.limit) return found;
+      await tx.query(
+        `SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'on', true),
+                set_config('enable_seqscan', 'on', true), set_config('enable_sort', 'on', true)`,
       );
+      return tx.query<HitRow>(sql, params);
     });
     const hits: VectorHit[] = [];
     for (const row of rows) {
