@@ -22,7 +22,7 @@ import {
 import type { ImageSource } from '../ports/image-source.js';
 import type { MatchStore, UserPhoto } from '../ports/match-store.js';
 import type { ObjectLocation, ObjectStore } from '../ports/object-store.js';
-import type { Collection, VectorHit, VectorStore } from '../ports/vector-store.js';
+import type { Collection, VectorHit, VectorRecord, VectorStore } from '../ports/vector-store.js';
 import { ATTR, SPAN, stageSpan, type Stage } from '../telemetry/attributes.js';
 
 /** The part of FaceAnalyzer the service uses (a class, not a port: it has one implementation). */
@@ -182,14 +182,13 @@ export class MatchingService {
   ): Promise<Omit<ProcessPhotoResult, 'timings'>> {
     const { photoId, eventId } = photo;
     const faces = analysis.faces.map((f, i) => faceRecord(photoId, i, f));
-    await this.stage('store', ctx, async () => {
-      await this.d.vectors.deleteByPhoto('user_samples', photoId);
-      await this.d.vectors.deleteByPhoto('action_faces', photoId);
-      await this.d.vectors.upsert(
+    await this.stage('store', ctx, () =>
+      this.replaceVectors(
+        photoId,
         'action_faces',
         analysis.faces.map((f, i) => ({ id: faceId(photoId, i), eventId, photoId, embedding: f.embedding })),
-      );
-    });
+      ),
+    );
     // Each face is assigned to its best user only.
     const best = await this.stage('search', ctx, () =>
       Promise.all(analysis.faces.map((f) => this.search('user_samples', eventId, f.embedding, 1).then((h) => h[0]))),
@@ -234,11 +233,9 @@ export class MatchingService {
     const face = analysis.faces[0];
     if (!face) throw new NoFaceError(`no face found in the facecam photo ${photoId}; nothing was enrolled`);
     const record = faceRecord(photoId, 0, face);
-    await this.stage('store', ctx, async () => {
-      await this.d.vectors.deleteByPhoto('action_faces', photoId);
-      await this.d.vectors.deleteByPhoto('user_samples', photoId);
-      await this.d.vectors.upsert('user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]);
-    });
+    await this.stage('store', ctx, () =>
+      this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
+    );
     const hits = await this.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
     const annotated = await this.drawAndUpload(photo, bytes, [{ ...record, highlight: true, label: userId }], ctx);
     const now = this.now();
@@ -258,6 +255,16 @@ export class MatchingService {
       matches: written.map((m) => ({ userId, photoId: m.photoId, faceId: m.faceId, similarity: m.similarity })),
       annotated,
     };
+  }
+
+  /**
+   * The photo's vectors become exactly `records`: whatever it had before, in either collection (a
+   * reprocess may find fewer faces, or turn a facecam into an action shot), goes first.
+   */
+  private async replaceVectors(photoId: string, collection: Collection, records: VectorRecord[]): Promise<void> {
+    await this.d.vectors.deleteByPhoto('action_faces', photoId);
+    await this.d.vectors.deleteByPhoto('user_samples', photoId);
+    await this.d.vectors.upsert(collection, records);
   }
 
   private async drawAndUpload(photo: PhotoRecord, bytes: Uint8Array, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
