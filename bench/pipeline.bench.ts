@@ -7,11 +7,9 @@
  * Environment: BENCH_ITERATIONS (default 5, after one warm-up) and the usual FACEMATCH_* variables;
  * the model pack defaults to `test` and the models directory to ../shared/models.
  */
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { parseConfig } from '../src/config/config.js';
 import { FaceAnalyzer } from '../src/inference/face-analyzer.js';
@@ -19,33 +17,44 @@ import { sampleToTensor, type RgbImage } from '../src/inference/geometry.js';
 import { decodeImage } from '../src/inference/image-decoder.js';
 import { decodeScrfd, makeView, nms, type ScrfdLevel } from '../src/inference/scrfd.js';
 import { createLogger } from '../src/telemetry/logger.js';
+import {
+  GROUPS_DIR,
+  SHARED,
+  busy,
+  cpuDescription,
+  cpuShares,
+  cpuSnapshot,
+  f1,
+  groupPhotos,
+  machineInfo,
+  median,
+  pct,
+  positiveEnv,
+  recordRuns,
+  replay,
+  round,
+  roundShare,
+  roundValues,
+  sum,
+  table,
+  writeReport,
+} from './support.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const GROUPS_DIR = path.join(REPO, '..', 'shared', 'testdata', 'groups');
-const OUT_DIR = path.join(REPO, 'bench', 'out');
 const BIG_SOURCE = 'insightface_t1.jpg';
 const BIG_SIZE = [6000, 4000] as const;
 const MICRO_REPS = 20;
 
-const iterations = Number.parseInt(process.env.BENCH_ITERATIONS ?? '5', 10);
-if (!Number.isInteger(iterations) || iterations < 1) throw new Error('BENCH_ITERATIONS must be a positive integer');
+const iterations = positiveEnv('BENCH_ITERATIONS', 5);
 
 const config = parseConfig({
   ...process.env,
   FACEMATCH_MODEL_PACK: process.env.FACEMATCH_MODEL_PACK ?? 'test',
-  FACEMATCH_MODELS_DIR: process.env.FACEMATCH_MODELS_DIR ?? path.join(REPO, '..', 'shared', 'models'),
+  FACEMATCH_MODELS_DIR: process.env.FACEMATCH_MODELS_DIR ?? path.join(SHARED, 'models'),
 });
 const log = createLogger('warn');
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-function median(xs: readonly number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((p, q) => p - q);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 async function timeAsync(fn: () => Promise<unknown>, reps: number): Promise<number> {
   await fn();
@@ -69,89 +78,6 @@ function timeSync(fn: () => unknown, reps: number): number {
   return median(ms);
 }
 
-/**
- * CPU time of the whole machine (Linux /proc/stat, in ms, USER_HZ = 100) and of this process, so
- * that the share used by other processes during the run can be reported; null elsewhere.
- */
-async function cpuSnapshot(): Promise<{ machineMs: number; ownMs: number; wallMs: number } | null> {
-  try {
-    const fields = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-    const busy = fields.slice(0, 8).reduce((p, q) => p + q, 0) - idle;
-    const own = process.cpuUsage();
-    return { machineMs: busy * 10, ownMs: (own.user + own.system) / 1000, wallMs: performance.now() };
-  } catch {
-    return null;
-  }
-}
-
-const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
-
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recording the pipeline's own run() calls
-//
-// The bare baseline must run exactly what the pipeline ran: the same sessions, the same number of
-// calls, tensors of the same shapes and contents (close-up retries, sideways re-detections and one
-// embedder run per face for a fixed-batch embedder all included). Re-deriving that from
-// detectDecoded() would re-implement the pipeline's control flow, so instead, during the warm-up
-// analyze() of each photo only, InferenceSession.prototype.run is wrapped to copy every feed and
-// note its session. The timed iterations run unwrapped. The bare pass then replays the copies with
-// session.run(), timed the same way as the detector's and embedder's runMs counters
-// (performance.now() around the awaited call, so onnxruntime-node's setImmediate hop is in both).
-
-interface RecordedRun {
-  session: ort.InferenceSession;
-  feeds: Record<string, ort.Tensor>;
-  /** Input dims, for reporting. */
-  dims: readonly number[];
-}
-
-type RunFn = ort.InferenceSession['run'];
-const sessionProto = (ort.InferenceSession as unknown as { prototype: { run: RunFn } }).prototype;
-const originalRun = sessionProto.run;
-
-async function recordRuns<T>(fn: () => Promise<T>): Promise<{ value: T; runs: RecordedRun[] }> {
-  const runs: RecordedRun[] = [];
-  sessionProto.run = function (this: ort.InferenceSession, feeds: ort.InferenceSession.FeedsType, ...rest: unknown[]) {
-    const copy: Record<string, ort.Tensor> = {};
-    let dims: readonly number[] = [];
-    for (const [name, t] of Object.entries(feeds)) {
-      if (t.type !== 'float32') throw new Error(`unexpected ${t.type} feed "${name}"`);
-      copy[name] = new ort.Tensor('float32', (t.data as Float32Array).slice(), t.dims);
-      dims = t.dims;
-    }
-    runs.push({ session: this, feeds: copy, dims });
-    return (originalRun as (...args: unknown[]) => ReturnType<RunFn>).call(this, feeds, ...rest);
-  };
-  try {
-    return { value: await fn(), runs };
-  } finally {
-    sessionProto.run = originalRun;
-  }
-}
-
-/** Replays recorded calls one after another; returns the summed run() time per session kind. */
-async function replay(runs: readonly RecordedRun[], detector: ort.InferenceSession): Promise<{ det: number; emb: number }> {
-  let det = 0;
-  let emb = 0;
-  for (const r of runs) {
-    const t0 = performance.now();
-    const out = await r.session.run(r.feeds);
-    const ms = performance.now() - t0;
-    if (r.session === detector) det += ms;
-    else emb += ms;
-    for (const t of Object.values(out)) t.dispose();
-  }
-  return { det, emb };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
@@ -162,7 +88,7 @@ interface Input {
 }
 
 async function loadInputs(): Promise<Input[]> {
-  const files = (await readdir(GROUPS_DIR)).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort();
+  const files = await groupPhotos();
   const inputs: Input[] = [];
   for (const f of files) inputs.push({ name: f, bytes: await readFile(path.join(GROUPS_DIR, f)), group: true });
   // Kept in memory only: a camera-original-sized JPEG, never written into the repository.
@@ -198,6 +124,11 @@ interface PhotoResult {
   outside_run_ms: { detectorJs: number; align: number; embedderJs: number; rest: number };
 }
 
+/**
+ * The bare baseline is the pipeline's own run() calls, recorded during the warm-up analyze() only
+ * and replayed (recordRuns and replay in ./support.ts, which says why); the timed iterations run
+ * unwrapped.
+ */
 async function benchPhoto(analyzer: FaceAnalyzer, input: Input): Promise<PhotoResult> {
   const { detector, embedder } = analyzer;
   // Warm-up, recorded.
@@ -233,7 +164,7 @@ async function benchPhoto(analyzer: FaceAnalyzer, input: Input): Promise<PhotoRe
     const b = await replay(recorded, detSession);
     bare.det.push(b.det);
     bare.emb.push(b.emb);
-    bare.total.push(b.det + b.emb);
+    bare.total.push(b.total);
   }
 
   const med = {
@@ -392,7 +323,6 @@ async function main(): Promise<void> {
   const m = await micro(analyzer, inputs.find((i) => i.name === BIG_SOURCE)!.bytes);
 
   // --- Table
-  const f1 = (x: number): string => x.toFixed(1);
   const rows = results.map((r) => [
     r.photo,
     r.megapixels.toFixed(2),
@@ -408,24 +338,18 @@ async function main(): Promise<void> {
   ]);
   const groups = results.filter((r) => r.group);
   const overheadRatio = median(groups.map((r) => r.overhead_ratio));
-  const sum = (xs: number[]): number => xs.reduce((p, q) => p + q, 0);
   const groupFaces = sum(groups.map((r) => r.faces));
   const groupTotal = sum(groups.map((r) => r.median_ms.total));
 
   const provider = analyzer.detector.provider;
   const cpus = os.cpus();
-  const cpuEnd = await cpuSnapshot();
-  const otherShare =
-    cpuStart && cpuEnd
-      ? Math.max(0, cpuEnd.machineMs - cpuStart.machineMs - (cpuEnd.ownMs - cpuStart.ownMs)) /
-        ((cpuEnd.wallMs - cpuStart.wallMs) * cpus.length)
-      : null;
+  const otherShare = cpuShares(cpuStart, await cpuSnapshot())?.other ?? null;
   console.log(
-    `facematch pipeline bench: pack ${analyzer.pack.name}, provider ${provider}, ${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, ` +
+    `facematch pipeline bench: pack ${analyzer.pack.name}, provider ${provider}, ${cpuDescription(cpus)}, ` +
       `${iterations} iterations after 1 warm-up, decode max side ${config.decode.maxSide}, ` +
-      `other processes used ${otherShare === null ? 'an unknown share' : `${(otherShare * 100).toFixed(0)}%`} of the CPUs\n`,
+      `other processes used ${pct(otherShare, 'an unknown share')} of the CPUs\n`,
   );
-  if (otherShare !== null && otherShare > 0.1) {
+  if (busy(otherShare)) {
     console.log('warning: the machine was busy with other work during this run; the timings are noisy\n');
   }
   console.log(
@@ -476,14 +400,7 @@ async function main(): Promise<void> {
     provider,
     iterations,
     decode_max_side: config.decode.maxSide,
-    machine: {
-      cpu_model: cpus[0]?.model ?? 'unknown',
-      cpu_count: cpus.length,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      node: process.version,
-      onnxruntime: ort.env.versions.common,
-      other_processes_cpu_share: otherShare === null ? null : round(otherShare, 3),
-    },
+    machine: { ...machineInfo(cpus), other_processes_cpu_share: roundShare(otherShare) },
     overhead_ratio: round(overheadRatio, 3),
     decode_24mp_ms: round(shrunk.ms),
     decode_24mp_size: shrunk.size,
@@ -499,20 +416,18 @@ async function main(): Promise<void> {
     photos: results.map((r) => ({
       ...r,
       megapixels: round(r.megapixels, 2),
-      median_ms: Object.fromEntries(Object.entries(r.median_ms).map(([k, v]) => [k, round(v, 2)])),
+      median_ms: roundValues(r.median_ms),
       faces_per_s: round(r.faces_per_s),
-      pipeline_run_ms: Object.fromEntries(Object.entries(r.pipeline_run_ms).map(([k, v]) => [k, round(v, 2)])),
-      bare_run_ms: Object.fromEntries(Object.entries(r.bare_run_ms).map(([k, v]) => [k, round(v, 2)])),
+      pipeline_run_ms: roundValues(r.pipeline_run_ms),
+      bare_run_ms: roundValues(r.bare_run_ms),
       overhead_ratio: round(r.overhead_ratio, 3),
-      outside_run_ms: Object.fromEntries(Object.entries(r.outside_run_ms).map(([k, v]) => [k, round(v, 2)])),
+      outside_run_ms: roundValues(r.outside_run_ms),
     })),
     micro: m,
     wall_s: round((performance.now() - started) / 1000),
   };
-  await mkdir(OUT_DIR, { recursive: true });
-  const outFile = path.join(OUT_DIR, 'pipeline.json');
-  await writeFile(outFile, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`\nwrote ${path.relative(REPO, outFile)} (overhead_ratio ${overheadRatio.toFixed(2)}) in ${report.wall_s} s`);
+  const written = await writeReport('pipeline.json', report);
+  console.log(`\nwrote ${written} (overhead_ratio ${overheadRatio.toFixed(2)}) in ${report.wall_s} s`);
 }
 
 await main();

@@ -19,11 +19,10 @@
  * and source allow-list are always the bench's own.
  */
 import { request as httpGet } from 'node:http';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { api, client, photoServer } from '../e2e/support.js';
 import { serve } from '../src/bin/serve.js';
@@ -31,11 +30,31 @@ import { parseConfig, type InferenceConfig } from '../src/config/config.js';
 import { PhotoKind, type StageTimings } from '../src/gen/facematch/v1/facematch.js';
 import { FaceAnalyzer } from '../src/inference/face-analyzer.js';
 import { createLogger } from '../src/telemetry/logger.js';
+import {
+  GROUPS_DIR,
+  SHARED,
+  busy,
+  cpuDescription,
+  cpuShares,
+  cpuSnapshot,
+  f1,
+  groupPhotos,
+  machineInfo,
+  median,
+  pct,
+  percentile,
+  positiveEnv,
+  recordRuns,
+  replay,
+  round,
+  roundShare,
+  roundValues,
+  sum,
+  table,
+  writeReport,
+} from './support.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SHARED = process.env.FACEMATCH_SHARED_DIR ?? path.join(REPO, '..', 'shared');
 const TESTDATA = path.join(SHARED, 'testdata');
-const OUT_DIR = path.join(REPO, 'bench', 'out');
 const EVENT = 'bench';
 /** The two crowds of 100+ strangers (../shared/testdata/README.md): in the latency table only. */
 const CROWDS = new Set(['hpc203_selfie.jpg', 'insightface-rest_lumia.jpg']);
@@ -46,81 +65,13 @@ const GOAL_SPEEDUP = 1.6;
 const ELD_RESOLUTION_MS = 5;
 const HEALTH_EVERY_MS = 20;
 
-const positive = (name: string, fallback: number): number => {
-  const v = Number.parseInt(process.env[name] ?? String(fallback), 10);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer`);
-  return v;
-};
-const iterations = positive('BENCH_ITERATIONS', 5);
-const requests = positive('BENCH_REQUESTS', 24);
-const rounds = positive('BENCH_ROUNDS', 3);
-
-// ---------------------------------------------------------------------------------------------
-// Small helpers (as in bench/pipeline.bench.ts)
-
-function median(xs: readonly number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((p, q) => p - q);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Nearest-rank percentile. */
-function percentile(xs: readonly number[], p: number): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
-const sum = (xs: readonly number[]): number => xs.reduce((p, q) => p + q, 0);
-const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
-const f1 = (x: number): string => (Number.isNaN(x) ? '-' : x.toFixed(1));
+const iterations = positiveEnv('BENCH_ITERATIONS', 5);
+const requests = positiveEnv('BENCH_REQUESTS', 24);
+const rounds = positiveEnv('BENCH_ROUNDS', 3);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
-/**
- * CPU time of the whole machine (Linux /proc/stat, in ms, USER_HZ = 100) and of this process (its
- * worker threads included: the inference workers and libvips threads are threads of this process),
- * so that the share used by other processes can be reported; null elsewhere.
- */
-interface CpuSnapshot {
-  machineMs: number;
-  ownMs: number;
-  wallMs: number;
-}
-
-async function cpuSnapshot(): Promise<CpuSnapshot | null> {
-  try {
-    const fields = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-    const busy = fields.slice(0, 8).reduce((p, q) => p + q, 0) - idle;
-    const own = process.cpuUsage();
-    return { machineMs: busy * 10, ownMs: (own.user + own.system) / 1000, wallMs: performance.now() };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Shares of all the machine's cores used by this process and by the others between two snapshots,
- * and this process's CPU time (ms). process.cpuUsage() is per process, so it is exact even when the
- * machine is busy; /proc/stat ticks are 10 ms.
- */
-function cpuShares(a: CpuSnapshot | null, b: CpuSnapshot | null): { own: number; other: number; ownMs: number } | null {
-  if (!a || !b) return null;
-  const capacity = (b.wallMs - a.wallMs) * os.cpus().length;
-  const own = b.ownMs - a.ownMs;
-  return { own: own / capacity, other: Math.max(0, b.machineMs - a.machineMs - own) / capacity, ownMs: own };
-}
-
 // ---------------------------------------------------------------------------------------------
-// Bare onnxruntime runs, measured as bench/pipeline.bench.ts does
+// Bare onnxruntime runs, measured as bench/pipeline.bench.ts does (recordRuns and replay in ./support.ts)
 //
 // The inference workers are separate isolates: neither their ScrfdDetector/ArcFaceEmbedder runMs
 // counters nor their InferenceSession.prototype.run can be reached from here without changing the
@@ -131,44 +82,6 @@ function cpuShares(a: CpuSnapshot | null, b: CpuSnapshot | null): { own: number;
 // (performance.now() around the awaited call). The pipeline is deterministic, so these are the
 // calls the worker made; the face count is checked against the service's answer. For reference the
 // same is done with onnxruntime's own thread choice (all cores, as `npm run bench` and the CLI).
-
-interface RecordedRun {
-  session: ort.InferenceSession;
-  feeds: Record<string, ort.Tensor>;
-}
-
-type RunFn = ort.InferenceSession['run'];
-const sessionProto = (ort.InferenceSession as unknown as { prototype: { run: RunFn } }).prototype;
-const originalRun = sessionProto.run;
-
-async function recordRuns<T>(fn: () => Promise<T>): Promise<{ value: T; runs: RecordedRun[] }> {
-  const runs: RecordedRun[] = [];
-  sessionProto.run = function (this: ort.InferenceSession, feeds: ort.InferenceSession.FeedsType, ...rest: unknown[]) {
-    const copy: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) {
-      if (t.type !== 'float32') throw new Error(`unexpected ${t.type} feed "${name}"`);
-      copy[name] = new ort.Tensor('float32', (t.data as Float32Array).slice(), t.dims);
-    }
-    runs.push({ session: this, feeds: copy });
-    return (originalRun as (...args: unknown[]) => ReturnType<RunFn>).call(this, feeds, ...rest);
-  };
-  try {
-    return { value: await fn(), runs };
-  } finally {
-    sessionProto.run = originalRun;
-  }
-}
-
-async function replay(runs: readonly RecordedRun[]): Promise<number> {
-  let ms = 0;
-  for (const r of runs) {
-    const t0 = performance.now();
-    const out = await r.session.run(r.feeds);
-    ms += performance.now() - t0;
-    for (const t of Object.values(out)) t.dispose();
-  }
-  return ms;
-}
 
 interface Bare {
   faces: number;
@@ -183,7 +96,7 @@ async function bareRuns(analyzer: FaceAnalyzer, bytes: Uint8Array, name: string)
   const detector = runs[0]?.session;
   await replay(runs);
   const ms: number[] = [];
-  for (let i = 0; i < iterations; i++) ms.push(await replay(runs));
+  for (let i = 0; i < iterations; i++) ms.push((await replay(runs)).total);
   const detectorRuns = runs.filter((r) => r.session === detector).length;
   return { faces: value.faces.length, detectorRuns, embedderRuns: runs.length - detectorRuns, ms: median(ms) };
 }
@@ -323,7 +236,7 @@ async function main(): Promise<void> {
 
   // --- 2. Latency: every group photo, one warm-up pass, then `iterations` passes round-robin (so
   // that drift in machine load hits every photo alike). Photo ids are reused: reprocessing.
-  const groupFiles = (await readdir(path.join(TESTDATA, 'groups'))).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort();
+  const groupFiles = await groupPhotos();
   const cpuLatency0 = await cpuSnapshot();
   const warm = new Map<string, Call>();
   for (const f of groupFiles) warm.set(f, await processShot(`shot-${f}`, f));
@@ -401,7 +314,7 @@ async function main(): Promise<void> {
   const asWorker = await FaceAnalyzer.load(workerInference, config.decode, log);
   const allCoresAnalyzer = await FaceAnalyzer.load({ ...config.inference, intraOpThreads: 0, interOpThreads: 0 }, config.decode, log);
   for (const f of groupFiles) {
-    const bytes = await readFile(path.join(TESTDATA, 'groups', f));
+    const bytes = await readFile(path.join(GROUPS_DIR, f));
     bare.set(f, { worker: await bareRuns(asWorker, bytes, f), allCores: await bareRuns(allCoresAnalyzer, bytes, f) });
   }
   const cpuBare = cpuShares(cpuBare0, await cpuSnapshot());
@@ -459,15 +372,15 @@ async function main(): Promise<void> {
   const speedup = c4.photos_per_s / c1.photos_per_s;
 
   const cpus = os.cpus();
-  const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '?' : `${(x * 100).toFixed(0)}%`);
   console.log(
-    `facematch service bench: pack ${pack}, provider ${provider}, ${cpus.length} x ${cpus[0]?.model ?? 'unknown CPU'}, ` +
+    `facematch service bench: pack ${pack}, provider ${provider}, ${cpuDescription(cpus)}, ` +
       `node ${process.version}, onnxruntime ${ort.env.versions.common}; ${workers} inference workers x ${workerInference.intraOpThreads} intra-op threads, ` +
       `max in flight ${config.server.maxInFlight}; other processes used ${pct(cpuAll?.other)} of the CPUs ` +
       `(latency ${pct(cpuLatency?.other)}, c1 ${pct(c1.other_cpu_share)}, c4 ${pct(c4.other_cpu_share)}, bare ${pct(cpuBare?.other)})\n`,
   );
-  const busy = [cpuAll?.other, cpuLatency?.other, c1.other_cpu_share, c4.other_cpu_share, cpuBare?.other].some((x) => (x ?? 0) > 0.1);
-  if (busy) console.log('warning: other processes used more than 10% of the CPUs during (part of) this run; the timings are noisy\n');
+  if (busy(cpuAll?.other, cpuLatency?.other, c1.other_cpu_share, c4.other_cpu_share, cpuBare?.other)) {
+    console.log('warning: other processes used more than 10% of the CPUs during (part of) this run; the timings are noisy\n');
+  }
   console.log(
     `enrolled ${ids.length - notEnrolled.length}/${ids.length} identities in ${f1(enrolMs)} ms` +
       (notEnrolled.length ? ` (not enrolled: ${notEnrolled.join('; ')})` : '') +
@@ -572,25 +485,19 @@ async function main(): Promise<void> {
   );
 
   // --- JSON
-  const r2 = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, round(v, 2)]));
-  const share = (x: number | null | undefined): number | null => (x === null || x === undefined ? null : round(x, 3));
   const report = {
     date: new Date().toISOString(),
     pack,
     provider,
     iterations,
     machine: {
-      cpu_model: cpus[0]?.model ?? 'unknown',
-      cpu_count: cpus.length,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      node: process.version,
-      onnxruntime: ort.env.versions.common,
-      other_processes_cpu_share: share(cpuAll?.other),
+      ...machineInfo(cpus),
+      other_processes_cpu_share: roundShare(cpuAll?.other),
       other_processes_cpu_share_by_phase: {
-        latency: share(cpuLatency?.other),
-        c1: share(c1.other_cpu_share),
-        c4: share(c4.other_cpu_share),
-        bare: share(cpuBare?.other),
+        latency: roundShare(cpuLatency?.other),
+        c1: roundShare(c1.other_cpu_share),
+        c4: roundShare(c4.other_cpu_share),
+        bare: roundShare(cpuBare?.other),
       },
     },
     service: {
@@ -609,12 +516,12 @@ async function main(): Promise<void> {
       speedup_goal: GOAL_SPEEDUP,
       speedup_met: speedup >= GOAL_SPEEDUP,
     },
-    breakdown: breakdown.map((b) => ({ ...b, e2e_ms: round(b.e2e_ms, 1), parts_ms: Object.fromEntries(Object.entries(b.parts_ms).map(([k, v]) => [k, round(v, 1)])) })),
+    breakdown: breakdown.map((b) => ({ ...b, e2e_ms: round(b.e2e_ms, 1), parts_ms: roundValues(b.parts_ms, 1) })),
     latency: latency.map((l) => ({
       ...l,
       e2e_ms: round(l.e2e_ms, 2),
       server_total_ms: round(l.server_total_ms, 2),
-      stages_ms: r2(l.stages_ms),
+      stages_ms: roundValues(l.stages_ms),
       outside_stages_ms: round(l.outside_stages_ms, 2),
       transport_ms: round(l.transport_ms, 2),
       bare_ms: round(l.bare_ms, 2),
@@ -629,14 +536,14 @@ async function main(): Promise<void> {
         photos_per_s: round(t.photos_per_s, 2),
         photos_per_s_min: round(t.photos_per_s_min, 2),
         photos_per_s_max: round(t.photos_per_s_max, 2),
-        latency_ms: r2(t.latency_ms),
-        stages_median_ms: r2(t.stages_median_ms),
+        latency_ms: roundValues(t.latency_ms),
+        stages_median_ms: roundValues(t.stages_median_ms),
         outside_stages_median_ms: round(t.outside_stages_median_ms, 2),
-        own_cpu_share: share(t.own_cpu_share),
-        other_cpu_share: share(t.other_cpu_share),
+        own_cpu_share: roundShare(t.own_cpu_share),
+        other_cpu_share: roundShare(t.other_cpu_share),
         cpu_ms_per_request: t.cpu_ms_per_request === null ? null : round(t.cpu_ms_per_request, 1),
-        event_loop_delay_ms: r2(t.event_loop_delay_ms),
-        healthz_ms: r2(t.healthz_ms),
+        event_loop_delay_ms: roundValues(t.event_loop_delay_ms),
+        healthz_ms: roundValues(t.healthz_ms),
       })),
       speedup: round(speedup, 3),
       cpu_bound_ceiling_photos_per_s: ceiling === null ? null : round(ceiling, 2),
@@ -646,11 +553,9 @@ async function main(): Promise<void> {
     healthz_idle_ms: { p50: round(median(healthIdle), 2), p99: round(percentile(healthIdle, 99), 2), max: round(Math.max(...healthIdle), 2) },
     wall_s: round((performance.now() - started) / 1000),
   };
-  await mkdir(OUT_DIR, { recursive: true });
-  const outFile = path.join(OUT_DIR, 'service.json');
-  await writeFile(outFile, `${JSON.stringify(report, null, 2)}\n`);
+  const written = await writeReport('service.json', report);
   console.log(
-    `\nwrote ${path.relative(REPO, outFile)} (e2e/bare ${medianRatio.toFixed(2)}, speedup ${speedup.toFixed(2)}x) in ${report.wall_s} s`,
+    `\nwrote ${written} (e2e/bare ${medianRatio.toFixed(2)}, speedup ${speedup.toFixed(2)}x) in ${report.wall_s} s`,
   );
 }
 
