@@ -1,6 +1,6 @@
 /**
  * Wiring shared by every entry point (server, CLI): configuration → adapters → service.
- * Embedded stores are the default; a later issue selects Milvus, S3 and PostgreSQL here.
+ * Each store is embedded by default; configuration selects Milvus, S3 and PostgreSQL (openStores).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -8,7 +8,7 @@ import type { Tracer } from '@opentelemetry/api';
 import { AddressPolicy } from '../adapters/image-source/address-policy.js';
 import { CompositeImageSource } from '../adapters/image-source/composite.image-source.js';
 import { HttpImageSource } from '../adapters/image-source/http.image-source.js';
-import { openEmbeddedStores } from '../adapters/embedded/embedded-stores.js';
+import { openStores } from '../adapters/stores.js';
 import { PACKAGE_ROOT, type Config } from '../config/config.js';
 import { toFacematchError } from '../domain/errors.js';
 import { annotate } from '../inference/annotate.js';
@@ -58,7 +58,7 @@ async function check(name: string, fn: () => Promise<void>, timeoutMs = 2000): P
 export async function createApp(config: Config, log: Logger, o: { tracer: Tracer; localFiles?: boolean }): Promise<App> {
   const [analyzer, stores] = await Promise.allSettled([
     AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, log.level),
-    openEmbeddedStores(config.stores, log),
+    openStores(config, log),
   ]);
   if (analyzer.status === 'rejected' || stores.status === 'rejected') {
     if (analyzer.status === 'fulfilled') await analyzer.value.close();

@@ -16,7 +16,7 @@
  *   last: PGlite decides "initialised" by `PG_VERSION`, and a process killed while PGlite was
  *   unpacking initdb's output into the directory left one that could never be opened again.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
 import { PACKAGE_ROOT } from '../../config/config.js';
+import { applyMigrations, readMigrations, type SqlTransaction } from '../postgres/migrations.js';
 import {
   BackendUnavailableError,
   ConfigError,
@@ -31,64 +32,17 @@ import {
   InternalError,
 } from '../../domain/errors.js';
 
-/**
- * Migrations of the relational schema, shared with the PostgreSQL adapter. Resolved from the
- * package root (not from this module) so that the same path works from src/ (tsx) and dist/ (tsc
- * copies only .ts): the folder ships with the package.
- */
-export const MATCH_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'postgres', 'migrations');
+// The migration runner and the relational schema's folder are shared with the PostgreSQL adapter.
+export { MATCH_MIGRATIONS_DIR, readMigrations, type Migration, type SqlTransaction } from '../postgres/migrations.js';
+
 /** pgvector tables of the embedded vector store; `{{DIM}}` is the embedding dimension. */
 export const VECTOR_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'embedded', 'migrations');
 
 const LOCK_FILE = 'facematch.lock';
 /** Where a new data directory is initialised before it is moved into place. */
 const STAGING = '.initdb';
-const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
 /** What PostgreSQL's initdb puts in a data directory: the only names we ever remove. */
 const PGDATA_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
-
-export interface Migration {
-  /** File name without `.sql`, e.g. `0001_photos_faces_matches`. */
-  version: string;
-  /** With placeholders substituted. */
-  sql: string;
-  /** sha256 of the file as written (before substitution): an applied migration must not change. */
-  checksum: string;
-}
-
-/** Reads `NNNN_name.sql` files of a folder in version order, substituting `{{NAME}}` placeholders. */
-export async function readMigrations(folder: string, vars: Readonly<Record<string, string>> = {}): Promise<Migration[]> {
-  let names: string[];
-  try {
-    names = (await readdir(folder)).filter((n) => n.endsWith('.sql')).sort();
-  } catch (error) {
-    throw new ConfigError(`cannot read migrations in ${folder}: ${message(error)}`, { cause: error });
-  }
-  const seen = new Set<string>();
-  const migrations: Migration[] = [];
-  for (const name of names) {
-    const number = MIGRATION_FILE.exec(name)?.[1];
-    if (number === undefined) throw new ConfigError(`migration ${path.join(folder, name)}: name must look like 0001_name.sql`);
-    if (seen.has(number)) throw new ConfigError(`migrations in ${folder}: two files numbered ${number}`);
-    seen.add(number);
-    // LF line ends: a checkout with CRLF is the same migration.
-    const text = (await readFile(path.join(folder, name), 'utf8')).replace(/\r\n/g, '\n');
-    const sql = text.replace(/\{\{([A-Z_]+)\}\}/g, (_, key: string) => {
-      const value = vars[key];
-      if (value === undefined) throw new ConfigError(`migration ${name}: no value for {{${key}}}`);
-      return value;
-    });
-    migrations.push({ version: name.slice(0, -4), sql, checksum: createHash('sha256').update(text).digest('hex') });
-  }
-  return migrations;
-}
-
-/** What a transaction callback gets: statements run inside the transaction, in order. */
-export interface SqlTransaction {
-  query<T>(sql: string, params?: unknown[]): Promise<T[]>;
-  /** Runs a script of several statements (no parameters). */
-  exec(sql: string): Promise<void>;
-}
 
 interface Shared {
   pg: PGlite;
@@ -197,40 +151,7 @@ export class PgliteDatabase {
    * this code does not know (written by a newer version) or whose applied file has changed.
    */
   async migrate(scope: string, folder: string, vars: Readonly<Record<string, string>> = {}): Promise<string[]> {
-    const migrations = await readMigrations(folder, vars);
-    await this.query(
-      `CREATE TABLE IF NOT EXISTS schema_migrations (
-         scope text NOT NULL,
-         version text NOT NULL,
-         checksum text NOT NULL,
-         applied_at timestamptz NOT NULL DEFAULT now(),
-         PRIMARY KEY (scope, version))`,
-    );
-    const known = new Set(migrations.map((m) => m.version));
-    const recorded = await this.query<{ version: string }>('SELECT version FROM schema_migrations WHERE scope = $1', [scope]);
-    const unknown = recorded.map((r) => r.version).filter((v) => !known.has(v));
-    if (unknown.length > 0) {
-      throw new ConfigError(
-        `embedded database at ${this.dataDir}: ${scope} migration ${unknown.join(', ')} is not known to this version (written by a newer one?)`,
-      );
-    }
-    const applied: string[] = [];
-    for (const m of migrations) {
-      const done = await this.transaction(async (tx) => {
-        const [row] = await tx.query<{ checksum: string }>('SELECT checksum FROM schema_migrations WHERE scope = $1 AND version = $2', [scope, m.version]);
-        if (row) {
-          if (row.checksum !== m.checksum) {
-            throw new ConfigError(`embedded database at ${this.dataDir}: ${scope} migration ${m.version} was changed after it was applied`);
-          }
-          return false;
-        }
-        await tx.exec(m.sql);
-        await tx.query('INSERT INTO schema_migrations (scope, version, checksum) VALUES ($1, $2, $3)', [scope, m.version, m.checksum]);
-        return true;
-      });
-      if (done) applied.push(m.version);
-    }
-    return applied;
+    return applyMigrations(this, scope, await readMigrations(folder, vars), `embedded database at ${this.dataDir}`);
   }
 
   /** Ends this lease; the instance closes (and unlocks its directory) with its last lease. Idempotent. */

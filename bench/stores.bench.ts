@@ -1,0 +1,323 @@
+/**
+ * Vector stores: search latency at 10k and 100k stored faces, and insert throughput, for the
+ * embedded store (PGlite + pgvector, on a temporary directory) and Milvus (when
+ * FACEMATCH_MILVUS_ADDRESS is set: `scripts/test-env up milvus`). Prints a table and writes
+ * bench/out/stores.json.
+ *
+ *   npm run bench:stores
+ *
+ * Data: synthetic unit vectors of 512 dimensions (ArcFace's), from a seeded PRNG, spread over a few
+ * events. Each query is a stored face perturbed to cosine 0.9 of it, searched in that face's event
+ * (limit 10): the face must come first ("top-1"), which checks that the fast answer is also right.
+ * Writes go through the adapters' upsert(), in batches, as the service writes.
+ *
+ * Milvus is measured after its writes are flushed and indexed (what a store that has been running a
+ * while looks like), at the consistency the service uses (Strong: every search waits for the next
+ * time tick) and at Bounded, which shows what the search itself costs.
+ *
+ * The embedded store at 100k is skipped unless STORES_BENCH_EMBEDDED_100K=1: every insert updates
+ * its HNSW graph, one row at a time in PGlite's single thread, at ~130 rows/s by 10k on 2 cores and
+ * slower as the graph grows, so 100k faces take a quarter of an hour or more to load (the skipped
+ * row of the report gives the rate measured in that run).
+ *
+ * Knobs: STORES_BENCH_QUERIES (200 per row), STORES_BENCH_EMBEDDED_100K=1.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MilvusClient } from '@zilliz/milvus2-sdk-node';
+import { PgliteDatabase } from '../src/adapters/embedded/pglite.database.js';
+import { PgliteVectorStore } from '../src/adapters/embedded/pglite.vector-store.js';
+import { MilvusVectorStore, type MilvusReadConsistency } from '../src/adapters/milvus/milvus.vector-store.js';
+import { parseConfig } from '../src/config/config.js';
+import type { VectorRecord, VectorStore } from '../src/ports/vector-store.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const OUT = path.join(REPO, 'bench', 'out', 'stores.json');
+
+const DIM = 512;
+const EVENTS = 4;
+const SIZES = [10_000, 100_000] as const;
+const LIMIT = 10;
+const QUERIES = positiveEnv('STORES_BENCH_QUERIES', 200);
+const WARMUP = 20;
+const EMBEDDED_BATCH = 1_000;
+/** The adapter sends 250 rows per request (see BATCH_ROWS there); this is per upsert() call. */
+const MILVUS_BATCH = 5_000;
+const EMBEDDED_100K = process.env.STORES_BENCH_EMBEDDED_100K === '1';
+
+interface Row {
+  store: 'embedded' | 'milvus';
+  faces: number;
+  consistency: MilvusReadConsistency | null;
+  /** Records written to reach `faces` (since the previous size), and how long that took. */
+  inserted: number | null;
+  insertSeconds: number | null;
+  insertPerSecond: number | null;
+  /** Milvus: from the last write until the data is flushed, indexed and loaded. */
+  indexWaitSeconds: number | null;
+  queries: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  meanMs: number | null;
+  top1: number | null;
+  note?: string;
+}
+
+function positiveEnv(name: string, fallback: number): number {
+  const v = Number.parseInt(process.env[name] ?? String(fallback), 10);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer`);
+  return v;
+}
+
+/** mulberry32, as the contract tests use. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function normalise(v: Float64Array): Float32Array {
+  let n = 0;
+  for (const x of v) n += x * x;
+  n = Math.sqrt(n);
+  return Float32Array.from(v, (x) => x / n);
+}
+
+function gaussianUnit(random: () => number): Float32Array {
+  const v = new Float64Array(DIM);
+  for (let i = 0; i < DIM; i++) v[i] = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  return normalise(v);
+}
+
+/** Stored face i: the same vector on every run and in every store. */
+const faceVector = (i: number): Float32Array => gaussianUnit(seededRandom(1_000_003 + i));
+const faceRecord = (i: number): VectorRecord => ({
+  id: `bench-face-${i}`,
+  eventId: `bench-event-${i % EVENTS}`,
+  photoId: `bench-photo-${Math.floor(i / 3)}`,
+  embedding: faceVector(i),
+});
+
+/** A unit vector at cosine `similarity` to the unit vector `to`. */
+function near(to: Float32Array, similarity: number, random: () => number): Float32Array {
+  const w = Float64Array.from(gaussianUnit(random));
+  let d = 0;
+  for (let i = 0; i < DIM; i++) d += w[i]! * to[i]!;
+  for (let i = 0; i < DIM; i++) w[i] = w[i]! - d * to[i]!;
+  const o = normalise(w);
+  const rest = Math.sqrt(1 - similarity * similarity);
+  return normalise(Float64Array.from(to, (x, i) => similarity * x + rest * o[i]!));
+}
+
+function percentile(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
+
+/** Writes faces [from, to) in batches; returns the seconds it took. */
+async function load(store: VectorStore, from: number, to: number, batch: number, label: string): Promise<number> {
+  const started = performance.now();
+  let lastReport = started;
+  for (let start = from; start < to; start += batch) {
+    const records: VectorRecord[] = [];
+    for (let i = start; i < Math.min(to, start + batch); i++) records.push(faceRecord(i));
+    await store.upsert('action_faces', records);
+    if (performance.now() - lastReport > 15_000) {
+      lastReport = performance.now();
+      const done = Math.min(to, start + batch) - from;
+      console.error(`  ${label}: ${done}/${to - from} written, ${round(done / ((lastReport - started) / 1000), 0)} records/s`);
+    }
+  }
+  return (performance.now() - started) / 1000;
+}
+
+/** Times QUERIES searches (after WARMUP untimed ones) over faces [0, size). */
+async function measure(store: VectorStore, size: number, seed: number): Promise<{ times: number[]; top1: number }> {
+  const random = seededRandom(seed);
+  const times: number[] = [];
+  let right = 0;
+  for (let q = 0; q < WARMUP + QUERIES; q++) {
+    const target = Math.floor(random() * size);
+    const query = near(faceVector(target), 0.9, random);
+    const started = performance.now();
+    const hits = await store.search('action_faces', { eventId: `bench-event-${target % EVENTS}`, embedding: query, limit: LIMIT, minSimilarity: -1 });
+    const took = performance.now() - started;
+    if (q < WARMUP) continue;
+    times.push(took);
+    if (hits[0]?.id === `bench-face-${target}`) right++;
+  }
+  return { times, top1: right / QUERIES };
+}
+
+function searchRow(base: Omit<Row, 'queries' | 'p50Ms' | 'p99Ms' | 'meanMs' | 'top1'>, m: { times: number[]; top1: number }): Row {
+  return {
+    ...base,
+    queries: m.times.length,
+    p50Ms: round(percentile(m.times, 50), 2),
+    p99Ms: round(percentile(m.times, 99), 2),
+    meanMs: round(m.times.reduce((a, b) => a + b, 0) / m.times.length, 2),
+    top1: round(m.top1, 3),
+  };
+}
+
+async function benchEmbedded(rows: Row[]): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'facematch-stores-bench-'));
+  try {
+    const store = new PgliteVectorStore(await PgliteDatabase.open(path.join(dir, 'db')));
+    await store.init(DIM);
+    let stored = 0;
+    for (const size of SIZES) {
+      if (size > 10_000 && !EMBEDDED_100K) {
+        const last = rows.at(-1);
+        const rate = last?.insertPerSecond ?? null;
+        const minutes = rate ? round((size - stored) / rate / 60, 0) : null;
+        rows.push({
+          store: 'embedded',
+          faces: size,
+          consistency: null,
+          inserted: null,
+          insertSeconds: null,
+          insertPerSecond: null,
+          indexWaitSeconds: null,
+          queries: 0,
+          p50Ms: null,
+          p99Ms: null,
+          meanMs: null,
+          top1: null,
+          note: `skipped: at the ${rate ?? '?'} records/s measured up to ${stored}, loading ${size - stored} more would take ~${minutes ?? '?'} min or longer (HNSW insert cost grows with the graph); STORES_BENCH_EMBEDDED_100K=1 runs it`,
+        });
+        continue;
+      }
+      console.error(`embedded: writing faces ${stored}..${size}`);
+      const seconds = await load(store, stored, size, EMBEDDED_BATCH, 'embedded');
+      const inserted = size - stored;
+      stored = size;
+      console.error(`embedded: searching ${size}`);
+      const m = await measure(store, size, 42 + size);
+      rows.push(
+        searchRow(
+          { store: 'embedded', faces: size, consistency: null, inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), indexWaitSeconds: null },
+          m,
+        ),
+      );
+    }
+    await store.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Until Milvus has flushed and indexed every row written, then a few seconds for the query node to
+ * swap its growing segments for the indexed ones. (GetQuerySegmentInfo, which would tell, answers
+ * an empty list on this Milvus Lite.)
+ */
+async function settleMilvus(client: MilvusClient, collection: string, rows: number): Promise<void> {
+  await client.flushSync({ collection_names: [collection] });
+  const until = Date.now() + 15 * 60_000;
+  for (;;) {
+    const index = await client.describeIndex({ collection_name: collection, field_name: 'embedding' });
+    const d = index.index_descriptions[0];
+    if (d && Number(d.indexed_rows) >= rows && Number(d.pending_index_rows) === 0) break;
+    if (Date.now() > until) throw new Error(`Milvus did not index ${collection} within 15 min (indexed ${d?.indexed_rows ?? '?'} of ${rows})`);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+}
+
+async function benchMilvus(rows: Row[], address: string): Promise<string> {
+  const prefix = `bench_${Date.now().toString(36)}`;
+  const config = parseConfig({ ...process.env, FACEMATCH_MILVUS_COLLECTION_PREFIX: prefix }).milvus;
+  const collection = `${prefix}_action_faces`;
+  const connect = () => new MilvusClient({ address, ...(config.token ? { token: config.token } : {}), timeout: 60_000, logLevel: 'error' });
+  const admin = connect();
+  const version = (await admin.getVersion()).version;
+  // Bulk loads take longer than a request's deadline: a generous one for the bench.
+  const strong = new MilvusVectorStore(connect(), { ...config, timeoutMs: 60_000, readConsistency: 'Strong' });
+  const bounded = new MilvusVectorStore(connect(), { ...config, timeoutMs: 60_000, readConsistency: 'Bounded' });
+  try {
+    await strong.init(DIM);
+    await bounded.init(DIM);
+    let stored = 0;
+    for (const size of SIZES) {
+      console.error(`milvus: writing faces ${stored}..${size}`);
+      const seconds = await load(strong, stored, size, MILVUS_BATCH, 'milvus');
+      const inserted = size - stored;
+      stored = size;
+      console.error(`milvus: waiting for flush + index of ${size}`);
+      const settleStarted = performance.now();
+      await settleMilvus(admin, collection, size);
+      const indexWaitSeconds = round((performance.now() - settleStarted) / 1000);
+      const insert = { inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), indexWaitSeconds };
+      for (const [consistency, store] of [['Strong', strong], ['Bounded', bounded]] as const) {
+        console.error(`milvus: searching ${size} (${consistency})`);
+        const m = await measure(store, size, 42 + size);
+        rows.push(searchRow({ store: 'milvus', faces: size, consistency, ...insert }, m));
+      }
+    }
+  } finally {
+    await strong.close();
+    await bounded.close();
+    await admin.dropCollection({ collection_name: `${prefix}_action_faces` }).catch(() => undefined);
+    await admin.dropCollection({ collection_name: `${prefix}_user_samples` }).catch(() => undefined);
+    admin.closeConnection();
+  }
+  return version;
+}
+
+function table(rows: readonly Row[]): string {
+  const head = ['store', 'faces', 'consistency', 'insert rec/s', 'load s', 'index wait s', 'search p50 ms', 'p99 ms', 'top-1', 'queries'];
+  const cell = (x: number | string | null | undefined): string => (x === null || x === undefined ? '-' : String(x));
+  const body = rows.map((r) => [
+    r.store,
+    r.faces.toLocaleString('en-US'),
+    r.store === 'milvus' ? cell(r.consistency) : 'local',
+    cell(r.insertPerSecond),
+    cell(r.insertSeconds),
+    cell(r.indexWaitSeconds),
+    cell(r.p50Ms),
+    cell(r.p99Ms),
+    r.top1 === null ? '-' : `${(r.top1 * 100).toFixed(1)}%`,
+    r.note ? 'skipped*' : cell(r.queries),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const notes = rows.filter((r) => r.note).map((r) => `* ${r.store} ${r.faces.toLocaleString('en-US')}: ${r.note!}`);
+  return [line(head), `|${widths.map((w, i) => (i < 3 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...body.map(line), ...notes].join('\n');
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const loadBefore = os.loadavg();
+  const rows: Row[] = [];
+  const address = process.env.FACEMATCH_MILVUS_ADDRESS;
+  await benchEmbedded(rows);
+  let milvusVersion: string | null = null;
+  if (address) milvusVersion = await benchMilvus(rows, address);
+  else console.error('milvus: skipped (FACEMATCH_MILVUS_ADDRESS is not set; `scripts/test-env up milvus` starts one)');
+
+  const report = {
+    bench: 'stores',
+    startedAt: started.toISOString(),
+    seconds: round((Date.now() - started.getTime()) / 1000),
+    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '?', memoryGiB: round(os.totalmem() / 2 ** 30), loadBefore, loadAfter: os.loadavg() },
+    milvus: address ? { address, version: milvusVersion } : null,
+    parameters: { dimension: DIM, events: EVENTS, limit: LIMIT, queries: QUERIES, warmup: WARMUP, embeddedBatch: EMBEDDED_BATCH, milvusBatch: MILVUS_BATCH, querySimilarity: 0.9 },
+    rows,
+  };
+  await mkdir(path.dirname(OUT), { recursive: true });
+  await writeFile(OUT, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(table(rows));
+  console.log(`\n${report.seconds} s; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before; written to ${path.relative(REPO, OUT)}`);
+}
+
+await main();

@@ -1,0 +1,148 @@
+/**
+ * MilvusVectorStore with a fake client: what the adapter decides on its own (quoting, the upsert
+ * route by server version, the dimension check, deadlines and error mapping). The behaviour
+ * against a real server is in test/integration/milvus.vector-store.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { literal, MilvusVectorStore, versionAtLeast, type MilvusApi, type MilvusVectorStoreOptions } from './milvus.vector-store.js';
+
+const OK = { error_code: 'Success', reason: '' };
+const OPTIONS: MilvusVectorStoreOptions = {
+  address: 'milvus.test:19530',
+  collectionPrefix: 'fm',
+  index: 'HNSW',
+  hnswM: 16,
+  hnswEfConstruction: 200,
+  searchEf: 64,
+  timeoutMs: 200,
+};
+
+type Calls = { method: string; args: unknown }[];
+
+/** A client whose every method must be set up: any other call fails the test. */
+function fake(methods: Partial<Record<keyof MilvusApi, (args: never) => unknown>>, calls: Calls = []): MilvusApi {
+  return new Proxy({} as MilvusApi, {
+    get(_, name: string) {
+      const method = (methods as Record<string, ((args: unknown) => unknown) | undefined>)[name];
+      if (!method) throw new Error(`unexpected call to MilvusClient.${name}`);
+      return (args: unknown) => {
+        calls.push({ method: name, args });
+        return Promise.resolve(method(args));
+      };
+    },
+  });
+}
+
+/** A server holding both collections, loaded, with embeddings of `dim` dimensions. */
+function existing(version: string, dim = 4): Partial<Record<keyof MilvusApi, (args: never) => unknown>> {
+  return {
+    getVersion: () => ({ version }),
+    hasCollection: () => ({ status: OK, value: true }),
+    describeCollection: () => ({
+      status: OK,
+      schema: {
+        fields: ['id', 'event_id', 'photo_id', 'user_id']
+          .map((name) => ({ name, type_params: [] as { key: string; value: string }[] }))
+          .concat([{ name: 'embedding', type_params: [{ key: 'dim', value: String(dim) }] }]),
+      },
+    }),
+    describeIndex: () => ({
+      status: OK,
+      index_descriptions: [{ params: [{ key: 'index_type', value: 'HNSW' }, { key: 'metric_type', value: 'COSINE' }] }],
+    }),
+    getLoadState: () => ({ status: OK, state: 'LoadStateLoaded' }),
+  };
+}
+
+const record = { id: 'f"1', eventId: 'e', photoId: 'p', embedding: Float32Array.from([1, 0, 0, 0]) };
+
+describe('MilvusVectorStore (fake client)', () => {
+  it('quotes values as Milvus string literals', () => {
+    expect(literal('a"b\\c\nd')).toBe('"a\\"b\\\\c\\nd"');
+    expect(`event_id == ${literal('" || event_id != "')}`).toBe('event_id == "\\" || event_id != \\""');
+  });
+
+  it('compares server versions', () => {
+    expect(versionAtLeast('v2.3.5-lite', [2, 4, 0])).toBe(false);
+    expect(versionAtLeast('v2.4.0', [2, 4, 0])).toBe(true);
+    expect(versionAtLeast('2.10.1', [2, 4, 0])).toBe(true);
+    expect(versionAtLeast('unknown', [2, 4, 0])).toBe(false);
+  });
+
+  it('on 2.3 upserts as a delete of the ids then an insert (native upsert misplaces partition-key rows)', async () => {
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5-lite'), deleteEntities: () => ({ status: OK, delete_cnt: '0' }), insert: () => ({ status: OK }) }, calls),
+      OPTIONS,
+    );
+    await store.init(4);
+    await store.upsert('action_faces', [record, { ...record, photoId: 'p2' }]);
+    const writes = calls.filter((c) => c.method === 'deleteEntities' || c.method === 'insert');
+    expect(writes.map((c) => c.method)).toEqual(['deleteEntities', 'insert']);
+    expect(writes[0]!.args).toMatchObject({ collection_name: 'fm_action_faces', filter: 'id in ["f\\"1"]' });
+    // One row per id, the last one given.
+    expect(writes[1]!.args).toMatchObject({ fields_data: [{ id: 'f"1', photo_id: 'p2', user_id: '', embedding: [1, 0, 0, 0] }] });
+  });
+
+  it('from 2.4 uses the native upsert', async () => {
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(fake({ ...existing('v2.4.1'), upsert: () => ({ status: OK }) }, calls), OPTIONS);
+    await store.init(4);
+    await store.upsert('user_samples', [{ ...record, userId: 'u' }]);
+    expect(calls.at(-1)).toMatchObject({ method: 'upsert', args: { collection_name: 'fm_user_samples', fields_data: [{ user_id: 'u' }] } });
+  });
+
+  it('searches the event with Strong consistency and ef >= limit, and maps hits', async () => {
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake(
+        {
+          ...existing('v2.3.5'),
+          search: () => ({
+            status: OK,
+            results: [
+              { id: 'a', score: 0.9, event_id: 'e', photo_id: 'p', user_id: '' },
+              { id: 'b', score: 0.4, event_id: 'e', photo_id: 'q', user_id: 'u' },
+            ],
+          }),
+        },
+        calls,
+      ),
+      OPTIONS,
+    );
+    await store.init(4);
+    const hits = await store.search('user_samples', { eventId: 'e"x', embedding: record.embedding, limit: 100, minSimilarity: 0.5 });
+    expect(hits).toEqual([{ id: 'a', eventId: 'e', photoId: 'p', similarity: 0.9 }]);
+    expect(calls.at(-1)!.args).toMatchObject({ filter: 'event_id == "e\\"x"', limit: 100, params: { ef: 100 }, consistency_level: 0 });
+  });
+
+  it('refuses a collection of another dimension', async () => {
+    const store = new MilvusVectorStore(fake(existing('v2.3.5', 256)), OPTIONS);
+    await expect(store.init(512)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/256-dimensional.*512/) as string });
+  });
+
+  it('maps an unreachable server to BACKEND_UNAVAILABLE naming Milvus', async () => {
+    const down = Object.assign(new Error('14 UNAVAILABLE: No connection established'), { code: 14 });
+    const store = new MilvusVectorStore(fake({ getVersion: () => Promise.reject(down) }), OPTIONS);
+    await expect(store.init(4)).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringContaining('Milvus at milvus.test:19530 is unavailable') as string,
+    });
+  });
+
+  it('gives up on a call after the deadline', async () => {
+    const store = new MilvusVectorStore(fake({ getVersion: () => new Promise(() => undefined) }), OPTIONS);
+    const started = Date.now();
+    await expect(store.init(4)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining('did not answer') as string });
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('rejects bad input before calling Milvus', async () => {
+    const store = new MilvusVectorStore(fake(existing('v2.3.5')), OPTIONS);
+    await expect(store.upsert('action_faces', [record])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await store.init(4);
+    await expect(store.upsert('action_faces', [{ ...record, embedding: new Float32Array(3) }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(store.upsert('action_faces', [{ ...record, embedding: Float32Array.from([NaN, 0, 0, 0]) }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(store.search('action_faces', { eventId: 'e', embedding: record.embedding, limit: 0, minSimilarity: 0 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});

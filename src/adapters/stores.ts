@@ -1,0 +1,109 @@
+/**
+ * The stores the configuration selects, each port on its own: vectors (embedded pgvector | Milvus),
+ * objects (local folder | S3), matches (embedded PGlite | PostgreSQL). Embedded is the default for
+ * each. When vectors and matches are both embedded they share one PGlite database (one data
+ * directory, one lock), as openEmbeddedStores does.
+ */
+import path from 'node:path';
+import type { Config } from '../config/config.js';
+import { ConfigError } from '../domain/errors.js';
+import type { MatchStore } from '../ports/match-store.js';
+import type { ObjectStore } from '../ports/object-store.js';
+import type { VectorStore } from '../ports/vector-store.js';
+import type { Logger } from '../telemetry/logger.js';
+import { LocalObjectStore } from './embedded/local.object-store.js';
+import { PgliteDatabase } from './embedded/pglite.database.js';
+import { PgliteMatchStore } from './embedded/pglite.match-store.js';
+import { PgliteVectorStore } from './embedded/pglite.vector-store.js';
+import { describePostgres, PostgresMatchStore } from './postgres/postgres.match-store.js';
+import { S3ObjectStore } from './s3/s3.object-store.js';
+
+export interface OpenStores {
+  vectors: VectorStore;
+  objects: ObjectStore;
+  matches: MatchStore;
+  /** Closes every store (and the shared embedded database). */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the configured stores and initialises the match and object stores (migrations, bucket).
+ * The vector store is initialised by the caller, which knows the embedding dimension. A store that
+ * cannot be reached fails the whole call (BackendUnavailableError naming it); whatever was opened
+ * is closed again.
+ */
+export async function openStores(config: Config, log: Logger): Promise<OpenStores> {
+  const t0 = performance.now();
+  const { stores } = config;
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    const results = await Promise.allSettled(closers.splice(0).reverse().map((c) => c()));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+
+  // One lease on the embedded database, opened on first need and shared by the embedded stores.
+  let embedded: Promise<PgliteDatabase> | undefined;
+  const embeddedDb = () => {
+    embedded ??= PgliteDatabase.open(path.join(stores.dataDir, 'db')).then((db) => {
+      closers.push(() => db.close());
+      return db;
+    });
+    return embedded;
+  };
+
+  try {
+    let vectors: VectorStore;
+    switch (stores.vectorStore) {
+      case 'embedded':
+        vectors = new PgliteVectorStore(await embeddedDb());
+        break;
+      case 'milvus':
+        // >>> Milvus: replaced by src/adapters/milvus (MilvusVectorStore) <<<
+        throw new ConfigError('FACEMATCH_VECTOR_STORE=milvus is wired by src/adapters/milvus');
+    }
+
+    let matches: MatchStore;
+    switch (stores.matchStore) {
+      case 'embedded':
+        matches = new PgliteMatchStore(await embeddedDb());
+        break;
+      case 'postgres': {
+        if (!config.postgres) throw new ConfigError('FACEMATCH_MATCH_STORE=postgres needs FACEMATCH_POSTGRES_URL');
+        const store = PostgresMatchStore.open(config.postgres, log);
+        closers.push(() => store.close());
+        matches = store;
+        break;
+      }
+    }
+
+    let objects: ObjectStore;
+    switch (stores.objectStore) {
+      case 'embedded':
+        objects = new LocalObjectStore({ root: path.join(stores.dataDir, 'objects'), bucket: stores.bucket });
+        break;
+      case 's3':
+        if (!config.s3) throw new ConfigError('FACEMATCH_OBJECT_STORE=s3 needs FACEMATCH_S3_ENDPOINT, FACEMATCH_S3_ACCESS_KEY and FACEMATCH_S3_SECRET_KEY');
+        objects = S3ObjectStore.open(config.s3, stores.bucket);
+        break;
+    }
+
+    await Promise.all([matches.init(), objects.init()]);
+    log.info(
+      {
+        vectors: stores.vectorStore,
+        matches: stores.matchStore === 'postgres' && config.postgres ? describePostgres(config.postgres.url) : 'embedded',
+        objects: stores.objectStore === 's3' ? `s3 (${config.s3?.endpoint}, bucket ${stores.bucket})` : 'embedded',
+        dataDir: stores.dataDir,
+        ms: Math.round(performance.now() - t0),
+      },
+      'stores open',
+    );
+    return { vectors, objects, matches, close };
+  } catch (error) {
+    // A store opened before the failure is closed; an embedded database still opening too.
+    await embedded?.catch(() => undefined);
+    await close().catch((closeError: unknown) => log.warn({ err: closeError }, 'closing stores after a failed open'));
+    throw error;
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * The integration tests' handle on scripts/test-env: stop and start one server (the fault tests),
+ * and time how long a call takes.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const run = promisify(execFile);
+
+/** `scripts/test-env up|down NAME`: returns once the server answers (up) or is gone (down). */
+export async function testEnv(verb: 'up' | 'down', module: 'postgres' | 's3'): Promise<void> {
+  await run(path.join(ROOT, 'scripts', 'test-env'), [verb, module], { timeout: 180_000 });
+}
+
+/** How long `promise` takes to settle, in ms, and how it settled. */
+export async function timed<T>(promise: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
+  const t0 = performance.now();
+  try {
+    const value = await promise;
+    return { ms: performance.now() - t0, value };
+  } catch (error) {
+    return { ms: performance.now() - t0, error };
+  }
+}
