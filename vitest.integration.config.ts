@@ -35,7 +35,9 @@ function serverEnv(): Record<string, string> {
 
 export default defineConfig({
   test: {
-    include: ['test/integration/**/*.test.ts'],
+    // The gRPC end-to-end test of the service runs here too, against Milvus + S3 + PostgreSQL
+    // (test/support/shared.ts's testConfig takes the store lines from this environment).
+    include: ['test/integration/**/*.test.ts', 'e2e/matching.e2e.test.ts'],
     pool: 'forks',
     fileParallelism: false,
     env: serverEnv(),

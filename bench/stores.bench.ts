@@ -12,8 +12,9 @@
  * Writes go through the adapters' upsert(), in batches, as the service writes.
  *
  * Milvus is measured after its writes are flushed and indexed (what a store that has been running a
- * while looks like), at the consistency the service uses (Strong: every search waits for the next
- * time tick) and at Bounded, which shows what the search itself costs.
+ * while looks like), at the consistency the service uses (Strong: every search waits one or two
+ * time ticks of 200 ms for the query node to catch up with its start) and at Bounded, which shows
+ * what the search itself costs.
  *
  * The embedded store at 100k is skipped unless STORES_BENCH_EMBEDDED_100K=1: every insert updates
  * its HNSW graph, one row at a time in PGlite's single thread, at ~130 rows/s by 10k on 2 cores and

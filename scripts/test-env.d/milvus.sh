@@ -42,9 +42,22 @@ _milvus_pid() {
   { kill -0 "$pid" || kill -0 -- "-$pid"; } 2>/dev/null && printf '%s\n' "$pid"
 }
 
-# The proxy answers when its REST API (served on the gRPC port) lists collections.
+# The proxy answers when its gRPC API reports itself healthy: a CheckHealth call (an empty request
+# in gRPC's 5-byte framing, over HTTP/2 without TLS) whose reply ends with isHealthy=true (field 2,
+# bytes 10 01). Neither /healthz nor the REST API on the same port will do: after a restart both
+# answer while gRPC calls still hang for ~25 s, as Milvus recovers its metadata.
 _milvus_answers() {
-  curl -fsS -m 2 --noproxy '*' "http://127.0.0.1:${MILVUS_PORT}/v1/vector/collections" 2>/dev/null | grep -q '"code":200'
+  local body headers hex
+  body="$(mktemp)"
+  if ! headers="$(printf '\0\0\0\0\0' | curl -sS -m 3 --noproxy '*' --http2-prior-knowledge \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- -D - -o "$body" \
+    "http://127.0.0.1:${MILVUS_PORT}/milvus.proto.milvus.MilvusService/CheckHealth" 2>/dev/null)"; then
+    rm -f "$body"
+    return 1
+  fi
+  hex="$(od -An -tx1 "$body" | tr -d ' \n')"
+  rm -f "$body"
+  grep -qi '^grpc-status: 0' <<<"$headers" && [[ "$hex" == *1001 ]]
 }
 
 # Whether something listens on a loopback TCP port.
@@ -160,8 +173,7 @@ sys.exit(1 if code else 0)
 '
 
 milvus_up() {
-  local state data pid
-  state="$(_milvus_state)"
+  local data pid
   data="$(_milvus_data)"
   if pid="$(_milvus_pid)"; then
     if _milvus_answers; then

@@ -15,6 +15,7 @@ import { LocalObjectStore } from './embedded/local.object-store.js';
 import { PgliteDatabase } from './embedded/pglite.database.js';
 import { PgliteMatchStore } from './embedded/pglite.match-store.js';
 import { PgliteVectorStore } from './embedded/pglite.vector-store.js';
+import { MilvusVectorStore } from './milvus/milvus.vector-store.js';
 import { describePostgres, PostgresMatchStore } from './postgres/postgres.match-store.js';
 import { S3ObjectStore } from './s3/s3.object-store.js';
 
@@ -58,9 +59,12 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
       case 'embedded':
         vectors = new PgliteVectorStore(await embeddedDb());
         break;
-      case 'milvus':
-        // >>> Milvus: replaced by src/adapters/milvus (MilvusVectorStore) <<<
-        throw new ConfigError('FACEMATCH_VECTOR_STORE=milvus is wired by src/adapters/milvus');
+      case 'milvus': {
+        const store = MilvusVectorStore.connect(config.milvus);
+        closers.push(() => store.close());
+        vectors = store;
+        break;
+      }
     }
 
     let matches: MatchStore;

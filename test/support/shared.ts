@@ -12,9 +12,16 @@ export const MODELS_DIR = path.join(SHARED, 'models');
 export const FACES_DIR = path.join(SHARED, 'testdata', 'faces');
 export const GROUPS_DIR = path.join(SHARED, 'testdata', 'groups');
 
-/** Configuration for tests: the `test` pack from ../shared/models, other defaults untouched. */
+/** The store selection and addresses `scripts/test-env env` prints (integration runs set them). */
+const STORE_ENV = /^FACEMATCH_(VECTOR_STORE|MATCH_STORE|OBJECT_STORE|POSTGRES_|S3_|MILVUS_|PRESIGN_)/;
+
+/**
+ * Configuration for tests: the `test` pack from ../shared/models, embedded stores unless the
+ * environment selects real ones (npm run test:integration), other defaults untouched.
+ */
 export function testConfig(extra: Record<string, string> = {}): Config {
-  return parseConfig({ FACEMATCH_MODEL_PACK: 'test', FACEMATCH_MODELS_DIR: MODELS_DIR, ...extra });
+  const stores = Object.fromEntries(Object.entries(process.env).filter(([k]) => STORE_ENV.test(k)));
+  return parseConfig({ FACEMATCH_MODEL_PACK: 'test', FACEMATCH_MODELS_DIR: MODELS_DIR, ...stores, ...extra });
 }
 
 let analyzer: Promise<FaceAnalyzer> | undefined;

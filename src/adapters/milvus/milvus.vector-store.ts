@@ -14,8 +14,11 @@
  * alternatives do not give that across replicas: Bounded (the SDK's default) may miss writes of the
  * last `common.gracefulTime` (5 s); Session is only as good as the guarantee timestamp the client
  * sends, and that is the last write of *this* client, which another replica does not know. Strong
- * costs up to one time-tick interval (`proxy.timeTickInterval`, 200 ms by default) per search:
- * measured by bench/stores.bench.ts.
+ * costs time: a read waits for the query node's clock to pass its start, which moves in time ticks
+ * (`proxy.timeTickInterval`, 200 ms by default), and measures 200 or 400 ms per search on Milvus
+ * 2.3.5 whatever the collection's size (bench/stores.bench.ts; Bounded: 2-3 ms). Searches issued
+ * concurrently wait for the same tick, so a caller with several should send them together; an
+ * operator can shorten the interval on the server.
  *
  * Upsert. Milvus up to 2.3.x computes the partition of an upserted row from the wrong field when the
  * collection has a partition key (milvus-io/milvus#30607, fixed for later releases by #30772/#30773):
