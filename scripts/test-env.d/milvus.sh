@@ -19,9 +19,12 @@
 MILVUS_PIP_VERSION=2.3.5
 MILVUS_PORT="${FACEMATCH_TEST_ENV_MILVUS_PORT:-19531}"
 MILVUS_ETCD_PORTS=(2379 2380)
-# First start unpacks ~450 MB of binaries; later starts take ~10 s on 2 cores.
+# A first start unpacks ~450 MB of binaries; a start answers gRPC after 10-40 s on 2 cores (longer
+# as the data folder accumulates collections to recover: `scripts/test-env clean` resets it).
 MILVUS_START_TIMEOUT_S=240
-MILVUS_STOP_TIMEOUT_S=60
+# Milvus usually stops in a few seconds on SIGTERM, but can hang while it is still recovering;
+# then it is killed, which it is built to survive (its log and metadata are replayed on start).
+MILVUS_STOP_TIMEOUT_S=20
 
 _milvus_log() { printf 'milvus: %s\n' "$*" >&2; }
 _milvus_cache() { printf '%s\n' "${FACEMATCH_TEST_ENV_CACHE:-${HOME:-/root}/.cache/facematch-test-env}"; }
