@@ -46,6 +46,11 @@ export interface VectorStore {
   deleteByUser(userId: string): Promise<number>;
   /** Every record of a user (to check erasure). */
   countByUser(userId: string): Promise<number>;
+  /**
+   * Asks the store to reclaim the space of deleted records (Milvus frees deleted vectors only at
+   * compaction); returns without waiting for it to finish. Stores that free space on delete omit it.
+   */
+  compact?(): Promise<unknown>;
   /** Throws BackendUnavailableError when the store cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;

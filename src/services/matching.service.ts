@@ -7,7 +7,7 @@
  * transaction comes last: it is the commit point. A crash before it leaves at most vectors and an
  * image that the retry overwrites; match records are only written for faces the match store knows.
  */
-import { context, type Span, type Tracer } from '@opentelemetry/api';
+import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
 import type { Box, Face, FaceAnalysis, Landmarks } from '../domain/face.js';
 import {
@@ -348,6 +348,10 @@ export class MatchingService {
         }
       }
       await this.d.matches.forgetUser(userId);
+      // The vectors are deleted; a store that keeps deleted data until compaction (Milvus) is asked
+      // to compact now. A failure here does not undo the erasure: it is recorded on the span, and
+      // the store's own scheduled compaction reclaims the space later.
+      await this.d.vectors.compact?.().catch((error: unknown) => trace.getActiveSpan()?.recordException(error as Error));
       return { deletedSamples, deletedMatches: matchesBefore, deletedObjects };
     });
   }
