@@ -104,9 +104,9 @@ export class S3ObjectStore implements ObjectStore {
     try {
       await this.call('makeBucket', () => this.client.makeBucket(this.bucket, this.region));
     } catch (error) {
-      // Another replica made it meanwhile.
-      const code = s3Code(error instanceof FacematchError ? error.cause : error);
-      if (code !== 'BucketAlreadyOwnedByYou' && code !== 'BucketAlreadyExists') throw error;
+      // Another replica made it meanwhile. Servers do not agree on how they say so: S3 answers
+      // BucketAlreadyOwnedByYou, versitygw 1.7 sometimes answers 500 to the losing one of two
+      // concurrent creates. Whatever the answer, a bucket that now exists is what init wants.
       if (!(await this.call('bucketExists', () => this.client.bucketExists(this.bucket)))) throw error;
     }
   }
