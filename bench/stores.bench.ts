@@ -33,6 +33,7 @@ import { PgliteVectorStore } from '../src/adapters/embedded/pglite.vector-store.
 import { MilvusVectorStore, type MilvusReadConsistency } from '../src/adapters/milvus/milvus.vector-store.js';
 import { parseConfig } from '../src/config/config.js';
 import type { VectorRecord, VectorStore } from '../src/ports/vector-store.js';
+import { seededRandom } from '../test/support/seeded-random.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = path.join(REPO, 'bench', 'out', 'stores.json');
@@ -72,17 +73,6 @@ function positiveEnv(name: string, fallback: number): number {
   return v;
 }
 
-/** mulberry32, as the contract tests use. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function normalise(v: Float64Array): Float32Array {
   let n = 0;

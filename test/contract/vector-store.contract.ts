@@ -5,21 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Collection, VectorRecord, VectorStore } from '../../src/ports/vector-store.js';
+import { seededRandom } from '../support/seeded-random.js';
 
 /** The dimension the contract initialises the store with (ArcFace's). */
 export const CONTRACT_DIMENSION = 512;
 
-/** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A uniformly distributed unit vector (normalised Gaussian). */
 export function randomUnit(random: () => number, dimension = CONTRACT_DIMENSION): Float32Array {
@@ -223,3 +213,5 @@ export function vectorStoreContract(name: string, make: () => Promise<StoreUnder
     });
   });
 }
+
+export { seededRandom };

@@ -3,13 +3,11 @@
  * (src/adapters/postgres/migrations). Rows travel as one JSON parameter per table
  * (`jsonb_to_recordset`), so a photo with many faces is one statement per table.
  */
-import { InvalidArgumentError } from '../../domain/errors.js';
 import type { FaceRecord, MatchRecord, PhotoRecord } from '../../domain/photo.js';
 import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
 import {
-  checkFace,
   checkMatch,
-  checkPhoto,
+  checkReplacement,
   faceJson,
   MATCH_COLUMNS,
   matchJson,
@@ -33,25 +31,7 @@ export class PgliteMatchStore implements MatchStore {
   }
 
   async replacePhoto(photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): Promise<void> {
-    checkPhoto(photo);
-    const faceIds = new Set<string>();
-    const indexes = new Set<number>();
-    for (const f of faces) {
-      if (f.photoId !== photo.photoId) throw new InvalidArgumentError(`face ${f.faceId} belongs to photo ${f.photoId}, not ${photo.photoId}`);
-      if (!f.faceId || faceIds.has(f.faceId)) throw new InvalidArgumentError(`face id ${JSON.stringify(f.faceId)} is empty or repeated`);
-      if (!Number.isInteger(f.index) || f.index < 0 || indexes.has(f.index)) throw new InvalidArgumentError(`face index ${f.index} is invalid or repeated`);
-      checkFace(f);
-      faceIds.add(f.faceId);
-      indexes.add(f.index);
-    }
-    const matched = new Set<string>();
-    for (const m of matches) {
-      checkMatch(m);
-      if (!faceIds.has(m.faceId) || m.photoId !== photo.photoId) throw new InvalidArgumentError(`match of ${m.faceId} is not of a face of photo ${photo.photoId}`);
-      if (m.eventId !== photo.eventId) throw new InvalidArgumentError(`match of ${m.faceId} is in event ${m.eventId}, its photo in ${photo.eventId}`);
-      if (matched.has(m.faceId)) throw new InvalidArgumentError(`face ${m.faceId} has more than one match`);
-      matched.add(m.faceId);
-    }
+    checkReplacement(photo, faces, matches);
 
     await this.db.transaction(async (tx) => {
       // Cascades to the photo's faces and their matches.

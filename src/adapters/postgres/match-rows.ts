@@ -110,3 +110,26 @@ export function toMatch(r: MatchRow): MatchRecord {
     matchedAt: r.matched_at,
   };
 }
+
+/** Checks a photo's replacement: its faces belong to it with unique ids and indexes, each matched at most once. */
+export function checkReplacement(photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): void {
+  checkPhoto(photo);
+  const faceIds = new Set<string>();
+  const indexes = new Set<number>();
+  for (const f of faces) {
+    if (f.photoId !== photo.photoId) throw new InvalidArgumentError(`face ${f.faceId} belongs to photo ${f.photoId}, not ${photo.photoId}`);
+    if (!f.faceId || faceIds.has(f.faceId)) throw new InvalidArgumentError(`face id ${JSON.stringify(f.faceId)} is empty or repeated`);
+    if (!Number.isInteger(f.index) || f.index < 0 || indexes.has(f.index)) throw new InvalidArgumentError(`face index ${f.index} is invalid or repeated`);
+    checkFace(f);
+    faceIds.add(f.faceId);
+    indexes.add(f.index);
+  }
+  const matched = new Set<string>();
+  for (const m of matches) {
+    checkMatch(m);
+    if (!faceIds.has(m.faceId) || m.photoId !== photo.photoId) throw new InvalidArgumentError(`match of ${m.faceId} is not of a face of photo ${photo.photoId}`);
+    if (m.eventId !== photo.eventId) throw new InvalidArgumentError(`match of ${m.faceId} is in event ${m.eventId}, its photo in ${photo.eventId}`);
+    if (matched.has(m.faceId)) throw new InvalidArgumentError(`face ${m.faceId} has more than one match`);
+    matched.add(m.faceId);
+  }
+}
