@@ -37,6 +37,16 @@ export interface StageSpan {
   end: number;
 }
 
+/**
+ * Decoded pixels of the upright photo (8-bit RGB, interleaved), possibly smaller than the original
+ * (decoding shrinks large photos). Handed on so that drawing the annotated copy needs no second decode.
+ */
+export interface Picture {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
 export interface FaceAnalysis {
   width: number;
   height: number;
@@ -44,6 +54,8 @@ export interface FaceAnalysis {
   faces: Face[];
   timings: StageTimings;
   stages: StageSpan[];
+  /** The decoded photo, when the caller asked to keep it. */
+  picture?: Picture;
 }
 
 export function cosine(a: Float32Array, b: Float32Array): number {

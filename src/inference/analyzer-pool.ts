@@ -91,7 +91,10 @@ export class AnalyzerPool {
     slot.busy = 0;
   }
 
-  /** Decodes and analyses a photo in a worker. The bytes are copied once into the message. */
+  /**
+   * Decodes and analyses a photo in a worker. The bytes are copied once into the message; the
+   * decoded pixels come back (transferred, not copied) as `picture`, for drawing the annotated copy.
+   */
   analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis> {
     if (this.closed) return Promise.reject(new InternalError('the inference pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
@@ -100,7 +103,7 @@ export class AnalyzerPool {
     slot.busy++;
     return new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, bytes: copy, ...(what ? { what } : {}) } satisfies AnalyzeRequest, [copy.buffer]);
+      slot.worker.postMessage({ id, bytes: copy, keepPicture: true, ...(what ? { what } : {}) } satisfies AnalyzeRequest, [copy.buffer]);
     });
   }
 

@@ -73,8 +73,11 @@ export class FaceAnalyzer {
     return decodeImage(bytes, this.decodeConfig, what);
   }
 
-  /** Decodes and analyses one photo: every face, largest first, with its embedding. */
-  async analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis> {
+  /**
+   * Decodes and analyses one photo: every face, largest first, with its embedding. With
+   * `keepPicture` the decoded pixels come back too (to draw on without decoding again).
+   */
+  async analyze(bytes: Uint8Array, what?: string, options: { keepPicture?: boolean } = {}): Promise<FaceAnalysis> {
     const t0 = performance.now();
     const decoded = await this.decode(bytes, what);
     const t1 = performance.now();
@@ -82,6 +85,7 @@ export class FaceAnalyzer {
     result.timings.decodeMs = t1 - t0;
     const origin = performance.timeOrigin;
     result.stages.unshift({ stage: 'decode', start: origin + t0, end: origin + t1 });
+    if (options.keepPicture) result.picture = decoded.image;
     return result;
   }
 

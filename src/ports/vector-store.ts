@@ -40,6 +40,8 @@ export interface VectorStore {
   upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void>;
   /** Nearest first. */
   search(collection: Collection, query: SearchQuery): Promise<VectorHit[]>;
+  /** Several searches in one round trip: the hits of each query, in the order of the queries. */
+  searchMany(collection: Collection, queries: readonly SearchQuery[]): Promise<VectorHit[][]>;
   /** Removes every record of these photos; returns how many were removed. */
   deleteByPhoto(collection: Collection, photoId: string): Promise<number>;
   /** Removes every record of this user (user samples). */

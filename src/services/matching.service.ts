@@ -6,10 +6,14 @@
  * deterministic ids, the annotated image is written under a deterministic key, and the match store's
  * transaction comes last: it is the commit point. A crash before it leaves at most vectors and an
  * image that the retry overwrites; match records are only written for faces the match store knows.
+ *
+ * After inference the vector write runs beside search → draw → upload (they are independent: an
+ * action shot is searched among user samples and stored among action faces, a selfie the other
+ * way round); the record transaction waits for both.
  */
 import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
-import type { Box, Face, FaceAnalysis, Landmarks } from '../domain/face.js';
+import type { Box, Face, FaceAnalysis, Landmarks, Picture } from '../domain/face.js';
 import {
   DEFAULT_EVENT,
   faceId,
@@ -40,8 +44,15 @@ export interface DrawnFace {
   highlight?: boolean;
 }
 
-/** Draws faces over the photo (of the given upright size) and encodes a JPEG (sharp, in an adapter). */
-export type Annotator = (bytes: Uint8Array, faces: readonly DrawnFace[], size: { width: number; height: number }) => Promise<Uint8Array>;
+/**
+ * Draws faces over the photo (of the given upright size) and encodes a JPEG (sharp, in an adapter),
+ * from the decoded pixels the model handed back or else from the encoded bytes.
+ */
+export type Annotator = (
+  source: Uint8Array | Picture,
+  faces: readonly DrawnFace[],
+  size: { width: number; height: number },
+) => Promise<Uint8Array>;
 
 export interface MatchingDeps {
   model: FaceModel;
@@ -143,13 +154,16 @@ export class MatchingService {
       const ctx: StageContext = { times, ...(req.signal ? { signal: req.signal } : {}) };
       const bytes = await this.stage('fetch', ctx, () => this.d.images.read(req.imageUrl));
       span.setAttribute(ATTR.imageBytes, bytes.length);
+      // What the photo had before (its annotated key may change), read while the model runs.
+      const before = this.d.matches.getPhoto(photoId);
+      before.catch(() => undefined);
       const analysis = await this.d.model.analyze(bytes, req.imageUrl);
       for (const s of analysis.stages) {
         this.recordStage(s.stage, s.start, s.end);
         times[s.stage] = s.end - s.start;
       }
       span.setAttribute(ATTR.faces, analysis.faces.length);
-      const previous = await this.d.matches.getPhoto(photoId);
+      const previous = await before;
       const photo: PhotoRecord = {
         photoId,
         eventId,
@@ -182,26 +196,29 @@ export class MatchingService {
   ): Promise<Omit<ProcessPhotoResult, 'timings'>> {
     const { photoId, eventId } = photo;
     const faces = analysis.faces.map((f, i) => faceRecord(photoId, i, f));
-    await this.stage('store', ctx, () =>
+    const stored = this.stage('store', ctx, () =>
       this.replaceVectors(
         photoId,
         'action_faces',
         analysis.faces.map((f, i) => ({ id: faceId(photoId, i), eventId, photoId, embedding: f.embedding })),
       ),
     );
-    // Each face is assigned to its best user only.
-    const best = await this.stage('search', ctx, () =>
-      Promise.all(analysis.faces.map((f) => this.search('user_samples', eventId, f.embedding, 1).then((h) => h[0]))),
-    );
+    const searched = (async () => {
+      // Each face is assigned to its best user only.
+      const found = await this.stage('search', ctx, () => this.searchEach('user_samples', eventId, analysis.faces.map((f) => f.embedding), 1));
+      const best = found.map((hits) => hits[0]);
+      const annotated = await this.drawAndUpload(
+        photo,
+        analysis.picture ?? bytes,
+        faces.map((f, i) => ({ ...f, highlight: !!best[i], label: best[i] ? `#${i} ${best[i].similarity.toFixed(2)}` : `#${i}` })),
+        ctx,
+      );
+      return { best, annotated };
+    })();
+    const [, { best, annotated }] = await settled(stored, searched);
     const now = this.now();
     const matches: MatchRecord[] = best.flatMap((hit, i) =>
       hit?.userId ? [{ photoId, faceId: faceId(photoId, i), userId: hit.userId, eventId, similarity: hit.similarity, matchedAt: now }] : [],
-    );
-    const annotated = await this.drawAndUpload(
-      photo,
-      bytes,
-      faces.map((f, i) => ({ ...f, highlight: !!best[i], label: best[i] ? `#${i} ${best[i].similarity.toFixed(2)}` : `#${i}` })),
-      ctx,
     );
     await this.stage('record', ctx, () => this.d.matches.replacePhoto(photo, faces, matches));
     return {
@@ -233,11 +250,12 @@ export class MatchingService {
     const face = analysis.faces[0];
     if (!face) throw new NoFaceError(`no face found in the facecam photo ${photoId}; nothing was enrolled`);
     const record = faceRecord(photoId, 0, face);
-    await this.stage('store', ctx, () =>
+    const stored = this.stage('store', ctx, () =>
       this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
     );
-    const hits = await this.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
-    const annotated = await this.drawAndUpload(photo, bytes, [{ ...record, highlight: true, label: userId }], ctx);
+    const searched = this.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
+    const drawn = this.drawAndUpload(photo, analysis.picture ?? bytes, [{ ...record, highlight: true, label: userId }], ctx);
+    const [, hits, annotated] = await settled(stored, searched, drawn);
     const now = this.now();
     const written = await this.stage('record', ctx, async () => {
       await this.d.matches.replacePhoto(photo, [record], []);
@@ -267,13 +285,22 @@ export class MatchingService {
     await this.d.vectors.upsert(collection, records);
   }
 
-  private async drawAndUpload(photo: PhotoRecord, bytes: Uint8Array, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
-    const jpeg = await this.stage('draw', ctx, () => this.d.annotate(bytes, faces, { width: photo.width, height: photo.height }));
+  private async drawAndUpload(photo: PhotoRecord, source: Uint8Array | Picture, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
+    const jpeg = await this.stage('draw', ctx, () => this.d.annotate(source, faces, { width: photo.width, height: photo.height }));
     return this.stage('upload', ctx, () => this.d.objects.put(photo.annotatedKey!, jpeg, 'image/jpeg'));
   }
 
   private search(collection: Collection, eventId: string, embedding: Float32Array, limit: number): Promise<VectorHit[]> {
     return this.d.vectors.search(collection, { eventId, embedding, limit, minSimilarity: this.threshold });
+  }
+
+  /** One search per embedding, in one call to the store (a crowd of 100 faces is one round trip). */
+  private searchEach(collection: Collection, eventId: string, embeddings: readonly Float32Array[], limit: number): Promise<VectorHit[][]> {
+    if (embeddings.length === 0) return Promise.resolve([]);
+    return this.d.vectors.searchMany(
+      collection,
+      embeddings.map((embedding) => ({ eventId, embedding, limit, minSimilarity: this.threshold })),
+    );
   }
 
   /** Photos the user appears in, each once, best similarity first. */
@@ -391,6 +418,17 @@ export class MatchingService {
   private recordStage(stage: Stage, start: number, end: number): void {
     this.d.tracer.startSpan(stageSpan(stage), { startTime: start }, context.active()).end(end);
   }
+}
+
+/**
+ * Awaits concurrent steps and, unlike Promise.all, returns or throws only once every one has
+ * settled: no step is still writing when the caller moves on (or reports the failure).
+ */
+async function settled<T extends readonly unknown[]>(...steps: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const results = await Promise.allSettled(steps);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 function faceRecord(photoId: string, index: number, f: Face): FaceRecord {

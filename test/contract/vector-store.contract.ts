@@ -156,6 +156,35 @@ export function vectorStoreContract(name: string, make: () => Promise<StoreUnder
       expect(await search('action_faces', event, query, 10, 0.95)).toEqual([]);
     });
 
+    it('searchMany answers each query as search would, in order, across events, limits and empty answers', async () => {
+      const [a, b, empty] = [fresh('event'), fresh('event'), fresh('event')];
+      const queries = Array.from({ length: 6 }, () => randomUnit(random));
+      // Event a: a planted near neighbour for queries 0-3; event b holds only 2 records, so a query
+      // there with limit 5 gets fewer hits than one in event a (uneven answers within one call).
+      const planted = queries.slice(0, 4).map((q) => record(a, unitNear(q, 0.9, random)));
+      const inB = [record(b, unitNear(queries[4]!, 0.8, random)), record(b, randomUnit(random))];
+      await store().upsert('action_faces', [...planted, ...inB, ...Array.from({ length: 20 }, () => record(a, randomUnit(random)))]);
+
+      const asked = [
+        { eventId: a, embedding: queries[0]!, limit: 5, minSimilarity: -1 },
+        { eventId: b, embedding: queries[4]!, limit: 5, minSimilarity: -1 },
+        { eventId: a, embedding: queries[1]!, limit: 5, minSimilarity: -1 },
+        { eventId: empty, embedding: queries[5]!, limit: 5, minSimilarity: -1 },
+        { eventId: a, embedding: queries[2]!, limit: 1, minSimilarity: 0.5 },
+        { eventId: a, embedding: queries[3]!, limit: 5, minSimilarity: 0.95 },
+        { eventId: a, embedding: queries[5]!, limit: 5, minSimilarity: 0.5 },
+      ];
+      const many = await store().searchMany('action_faces', asked);
+      const one = await Promise.all(asked.map((q) => store().search('action_faces', q)));
+      expect(many).toEqual(one);
+      expect(many.map((hits) => hits.length)).toEqual([5, 2, 5, 0, 1, 0, 0]);
+      expect(many[0]![0]!.id).toBe(planted[0]!.id);
+      expect(many[1]![0]!.id).toBe(inB[0]!.id);
+      expect(many[2]![0]!.id).toBe(planted[1]!.id);
+      expect(many[4]).toEqual([{ id: planted[2]!.id, eventId: a, photoId: planted[2]!.photoId, similarity: expect.closeTo(0.9, 4) as number }]);
+      expect(await store().searchMany('action_faces', [])).toEqual([]);
+    });
+
     it('keeps the two collections apart and returns the user of a sample', async () => {
       const event = fresh('event');
       const user = fresh('user');

@@ -12,7 +12,7 @@
  */
 import { ConfigError, InvalidArgumentError } from '../../domain/errors.js';
 import type { Collection, SearchQuery, VectorHit, VectorRecord, VectorStore } from '../../ports/vector-store.js';
-import { VECTOR_MIGRATIONS_DIR, type PgliteDatabase } from './pglite.database.js';
+import { VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
 
 /** pgvector's HNSW limit for `vector`. */
 const MAX_DIMENSION = 2000;
@@ -23,6 +23,8 @@ const MIN_EF_SEARCH = 40;
 const TABLES: Readonly<Record<Collection, string>> = { action_faces: 'action_faces', user_samples: 'user_samples' };
 
 interface HitRow {
+  /** Index of the query this row answers. */
+  query: number;
   id: string;
   event_id: string;
   photo_id: string;
@@ -63,47 +65,71 @@ export class PgliteVectorStore implements VectorStore {
       if (!r.id || !r.eventId || !r.photoId) throw new InvalidArgumentError('vector record needs id, eventId and photoId');
       return [r.id, r.eventId, r.photoId, r.userId ?? null, this.literal(r.embedding)];
     });
-    await this.db.transaction(async (tx) => {
-      for (const row of rows) {
-        await tx.query(
-          `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding) VALUES ($1, $2, $3, $4, $5::vector)
-           ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
-             user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
-          row,
-        );
-      }
-    });
+    // One statement for the whole photo; the last record of an id wins, as a sequence of upserts would have it.
+    const byId = new Map(rows.map((row) => [row[0], row]));
+    const cols = [0, 1, 2, 3, 4].map((c) => [...byId.values()].map((row) => row[c]));
+    await this.db.query(
+      `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::vector[])
+           AS r(id, event_id, photo_id, user_id, embedding)
+       ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
+         user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
+      cols,
+    );
   }
 
   async search(collection: Collection, query: SearchQuery): Promise<VectorHit[]> {
+    const [hits] = await this.searchMany(collection, [query]);
+    return hits ?? [];
+  }
+
+  /**
+   * All queries in one statement (a LATERAL join over the query vectors), so a crowd photo's 100
+   * faces cost one round through the database instead of 100. The queries that come back short are
+   * run again, also together, without the vector index (see the header).
+   */
+  async searchMany(collection: Collection, queries: readonly SearchQuery[]): Promise<VectorHit[][]> {
     const table = this.table(collection);
-    if (!Number.isInteger(query.limit) || query.limit < 1) throw new InvalidArgumentError(`search limit must be a positive integer, got ${query.limit}`);
-    if (!Number.isFinite(query.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
-    const vector = this.literal(query.embedding);
-    const ef = Math.min(MAX_EF_SEARCH, Math.max(MIN_EF_SEARCH, query.limit * 2));
-    const sql = `SELECT id, event_id, photo_id, user_id, embedding <=> $1::vector AS distance
-                   FROM ${table} WHERE event_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3`;
-    const params = [vector, query.eventId, query.limit];
-    const rows = await this.db.transaction(async (tx) => {
-      // Local to this transaction; set before the query so that they apply to its index scan.
+    if (queries.length === 0) return [];
+    for (const q of queries) {
+      if (!Number.isInteger(q.limit) || q.limit < 1) throw new InvalidArgumentError(`search limit must be a positive integer, got ${q.limit}`);
+      if (!Number.isFinite(q.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
+    }
+    const vectors = queries.map((q) => this.literal(q.embedding));
+    const ef = Math.min(MAX_EF_SEARCH, Math.max(MIN_EF_SEARCH, Math.max(...queries.map((q) => q.limit)) * 2));
+    const sql = `SELECT q.i::int AS query, h.id, h.event_id, h.photo_id, h.user_id, h.distance
+                   FROM unnest($1::text[]::vector[], $2::text[], $3::int[], $4::int[]) AS q(v, event_id, lim, i)
+                   CROSS JOIN LATERAL (
+                     SELECT id, event_id, photo_id, user_id, embedding <=> q.v AS distance
+                       FROM ${table} WHERE event_id = q.event_id ORDER BY embedding <=> q.v LIMIT q.lim
+                   ) h`;
+    const run = (tx: SqlTransaction, which: readonly number[]): Promise<HitRow[]> =>
+      tx.query<HitRow>(sql, [which.map((i) => vectors[i]!), which.map((i) => queries[i]!.eventId), which.map((i) => queries[i]!.limit), which]);
+    const byQuery: HitRow[][] = queries.map(() => []);
+    await this.db.transaction(async (tx) => {
+      // Local to this transaction; set before the query so that they apply to its index scans.
       await tx.query(`SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true)`, [String(ef)]);
-      const found = await tx.query<HitRow>(sql, params);
-      if (found.length === query.limit) return found;
+      for (const row of await run(tx, queries.map((_, i) => i))) byQuery[row.query]!.push(row);
+      const short = queries.flatMap((q, i) => (byQuery[i]!.length < q.limit ? [i] : []));
+      if (short.length === 0) return;
       await tx.query(
         `SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'on', true),
                 set_config('enable_seqscan', 'on', true), set_config('enable_sort', 'on', true)`,
       );
-      return tx.query<HitRow>(sql, params);
+      for (const i of short) byQuery[i] = [];
+      for (const row of await run(tx, short)) byQuery[row.query]!.push(row);
     });
-    const hits: VectorHit[] = [];
-    for (const row of rows) {
-      const similarity = 1 - row.distance;
-      if (similarity < query.minSimilarity) continue;
-      const hit: VectorHit = { id: row.id, eventId: row.event_id, photoId: row.photo_id, similarity };
-      if (row.user_id !== null) hit.userId = row.user_id;
-      hits.push(hit);
-    }
-    return hits;
+    return byQuery.map((rows, i) => {
+      const hits: VectorHit[] = [];
+      for (const row of rows.sort((p, q) => p.distance - q.distance)) {
+        const similarity = 1 - row.distance;
+        if (similarity < queries[i]!.minSimilarity) continue;
+        const hit: VectorHit = { id: row.id, eventId: row.event_id, photoId: row.photo_id, similarity };
+        if (row.user_id !== null) hit.userId = row.user_id;
+        hits.push(hit);
+      }
+      return hits;
+    });
   }
 
   async deleteByPhoto(collection: Collection, photoId: string): Promise<number> {

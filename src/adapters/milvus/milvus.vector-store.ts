@@ -107,6 +107,8 @@ const MAX_ID_LENGTH = 1024;
  * rows/s, 1,000 at ~840 and 2,000 at ~460.
  */
 const BATCH_ROWS = 250;
+/** Query vectors per Search call (Milvus allows nq up to 16,384; 512-d floats: 2 KB each). */
+const SEARCH_BATCH = 256;
 /** Before this server version the native upsert misplaces rows of partition-key collections. */
 const NATIVE_UPSERT_SINCE: readonly [number, number, number] = [2, 4, 0];
 const SUFFIX: Readonly<Record<Collection, string>> = { action_faces: 'action_faces', user_samples: 'user_samples' };
@@ -208,35 +210,76 @@ export class MilvusVectorStore implements VectorStore {
   }
 
   async search(collection: Collection, query: SearchQuery): Promise<VectorHit[]> {
+    const [hits] = await this.searchMany(collection, [query]);
+    return hits ?? [];
+  }
+
+  /**
+   * Queries of the same event and limit go to Milvus together (one Search with nq vectors, up to
+   * SEARCH_BATCH at a time), so a crowd photo waits for one consistency time tick, not one per face.
+   *
+   * The SDK (2.3.5) slices a multi-vector answer assuming every query got the same number of hits
+   * (`topk * index` as the offset): when they differ it would attach hits to the wrong query. The
+   * answer is therefore accepted only when every query has a row list of one common length;
+   * otherwise that batch is asked again one query at a time.
+   */
+  async searchMany(collection: Collection, queries: readonly SearchQuery[]): Promise<VectorHit[][]> {
     const state = this.collection(collection);
-    if (!Number.isInteger(query.limit) || query.limit < 1 || query.limit > MAX_LIMIT) {
-      throw new InvalidArgumentError(`search limit must be an integer in 1..${MAX_LIMIT}, got ${query.limit}`);
+    for (const q of queries) {
+      if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > MAX_LIMIT) {
+        throw new InvalidArgumentError(`search limit must be an integer in 1..${MAX_LIMIT}, got ${q.limit}`);
+      }
+      if (!Number.isFinite(q.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
     }
-    if (!Number.isFinite(query.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
-    const vector = this.vector(query.embedding);
-    const result = await this.rpc('search', () =>
-      this.client.search({
-        collection_name: state.name,
-        data: vector,
-        filter: `event_id == ${literal(query.eventId)}`,
-        limit: query.limit,
-        metric_type: 'COSINE',
-        params: state.searchParams(query.limit),
-        output_fields: OUTPUT_FIELDS,
-        consistency_level: this.consistency,
-        timeout: this.options.timeoutMs,
-      }),
-    );
-    this.check('search', result.status);
-    const hits: VectorHit[] = [];
-    for (const r of result.results) {
-      const similarity = Number(r.score);
-      if (!(similarity >= query.minSimilarity)) continue;
-      const hit: VectorHit = { id: String(r.id), eventId: String(r.event_id), photoId: String(r.photo_id), similarity };
-      if (typeof r.user_id === 'string' && r.user_id !== '') hit.userId = r.user_id;
-      hits.push(hit);
+    const vectors = queries.map((q) => this.vector(q.embedding));
+    const groups = new Map<string, number[]>();
+    queries.forEach((q, i) => {
+      const key = `${q.limit}\u0000${q.eventId}`;
+      groups.set(key, [...(groups.get(key) ?? []), i]);
+    });
+    type Row = Record<string, unknown> & { score: number };
+    const rowsOf: Row[][] = queries.map(() => []);
+    const ask = async (which: readonly number[]): Promise<Row[][] | undefined> => {
+      const q = queries[which[0]!]!;
+      const result = await this.rpc('search', () =>
+        this.client.search({
+          collection_name: state.name,
+          data: which.map((i) => vectors[i]!),
+          filter: `event_id == ${literal(q.eventId)}`,
+          limit: q.limit,
+          metric_type: 'COSINE',
+          params: state.searchParams(q.limit),
+          output_fields: OUTPUT_FIELDS,
+          consistency_level: this.consistency,
+          timeout: this.options.timeoutMs,
+        }),
+      );
+      this.check('search', result.status);
+      const results = result.results as unknown as Row[] | Row[][];
+      if (which.length === 1) return [results as Row[]];
+      if (results.length === 0) return which.map(() => []);
+      const lists = results as Row[][];
+      const even = lists.length === which.length && lists.every((l) => Array.isArray(l) && l.length === lists[0]!.length);
+      return even ? lists : undefined;
+    };
+    for (const members of groups.values()) {
+      for (let start = 0; start < members.length; start += SEARCH_BATCH) {
+        const batch = members.slice(start, start + SEARCH_BATCH);
+        const lists = (await ask(batch)) ?? (await Promise.all(batch.map(async (i) => (await ask([i]))![0]!)));
+        batch.forEach((i, k) => (rowsOf[i] = lists[k]!));
+      }
     }
-    return hits.sort((a, b) => b.similarity - a.similarity);
+    return rowsOf.map((rows, i) => {
+      const hits: VectorHit[] = [];
+      for (const r of rows) {
+        const similarity = Number(r.score);
+        if (!(similarity >= queries[i]!.minSimilarity)) continue;
+        const hit: VectorHit = { id: String(r.id), eventId: String(r.event_id), photoId: String(r.photo_id), similarity };
+        if (typeof r.user_id === 'string' && r.user_id !== '') hit.userId = r.user_id;
+        hits.push(hit);
+      }
+      return hits.sort((a, b) => b.similarity - a.similarity);
+    });
   }
 
   async deleteByPhoto(collection: Collection, photoId: string): Promise<number> {

@@ -20,9 +20,16 @@ try {
   await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
   port.on('message', (req: AnalyzeRequest) => {
     analyzer
-      .analyze(req.bytes, req.what)
+      .analyze(req.bytes, req.what, { keepPicture: req.keepPicture ?? false })
       .then((analysis) => {
         const transfer = analysis.faces.map((f) => f.embedding.buffer as ArrayBuffer);
+        if (analysis.picture) {
+          // sharp's buffers live outside the V8 heap and cannot be detached, so posting one would
+          // copy it on the main thread too; copied here once, the copy moves across for free.
+          const data = new Uint8Array(analysis.picture.data);
+          analysis.picture = { ...analysis.picture, data };
+          transfer.push(data.buffer);
+        }
         port.postMessage({ id: req.id, ok: true, analysis } satisfies WorkerReply, transfer);
       })
       .catch((error: unknown) => {

@@ -7,6 +7,8 @@ export interface AnalyzeRequest {
   /** Transferred, not copied. */
   bytes: Uint8Array;
   what?: string;
+  /** Send the decoded pixels back (transferred) with the analysis. */
+  keepPicture?: boolean;
 }
 
 export type WorkerReply =
