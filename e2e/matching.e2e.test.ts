@@ -8,6 +8,7 @@ import path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import sharp from 'sharp';
 import { serve, type Serving } from '../src/bin/serve.js';
 import { PhotoKind, SearchCollection, type ProcessPhotoResponse } from '../src/gen/facematch/v1/facematch.js';
 import { STAGES, stageSpan, SPAN } from '../src/telemetry/attributes.js';
@@ -114,6 +115,23 @@ describe('selfies and action shots over gRPC', () => {
   it.fails('finds bearded Raj and Leonard in faceapi_bbt1 (a known miss of the test embedder)', () => {
     const bbt1 = found.get('faceapi_bbt1.jpg') ?? [];
     expect(bbt1).toEqual(expect.arrayContaining(['faceapi_raj', 'faceapi_leonard']));
+  });
+
+  it('stores the annotated copy: the photo as JPEG, matched faces boxed in green', async () => {
+    const res = await process('shot-facerec_obama_and_biden.jpg', 'groups/facerec_obama_and_biden.jpg', PhotoKind.PHOTO_KIND_ACTION_SHOT);
+    expect(res.annotated?.key).toBe('annotated/e2e/shot-facerec_obama_and_biden.jpg.jpg');
+    const jpeg = await serving.app.stores.objects.get(res.annotated!.key);
+    const { data, info } = await sharp(jpeg).raw().toBuffer({ resolveWithObject: true });
+    expect([info.width, info.height]).toEqual([2000, 1428]);
+    expect((await sharp(jpeg).metadata()).format).toBe('jpeg');
+    const matched = res.faces.filter((f) => f.matches.length > 0);
+    expect(matched).toHaveLength(2);
+    for (const f of matched) {
+      // The middle of the box's left edge is the highlight green (#22c55e), give or take JPEG.
+      const i = (Math.round(f.box!.y + f.box!.height / 2) * info.width + Math.round(f.box!.x)) * info.channels;
+      const [r, g, b] = [data[i]!, data[i + 1]!, data[i + 2]!];
+      expect(Math.abs(r - 0x22) + Math.abs(g - 0xc5) + Math.abs(b - 0x5e)).toBeLessThan(90);
+    }
   });
 
   it('lists each photo of a user once, through ListUserPhotos', async () => {
