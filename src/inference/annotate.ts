@@ -65,6 +65,9 @@ export interface FaceOverlay {
   top: number;
 }
 
+/** Pixels blended between two turns of the event loop (~2-3 ms of JavaScript). */
+const BLEND_PIXELS_PER_TURN = 400_000;
+
 /** Above this many faces one overlay covers them all: rendering 100 small SVGs costs more than one large. */
 const ONE_OVERLAY_ABOVE = 12;
 
@@ -131,6 +134,7 @@ async function drawOverlays(target: Picture, overlays: readonly FaceOverlay[]): 
     overlays.map(async (o) => ({ ...o, ...(await sharp(o.svg).ensureAlpha().raw().toBuffer({ resolveWithObject: true })) })),
   );
   const px = target.data;
+  let sinceYield = 0;
   for (const { data, info, left, top } of rendered) {
     const width = Math.min(info.width, target.width - left);
     const height = Math.min(info.height, target.height - top);
@@ -144,6 +148,12 @@ async function drawOverlays(target: Picture, overlays: readonly FaceOverlay[]): 
         px[dst] = px[dst]! + (data[src]! - px[dst]!) * k;
         px[dst + 1] = px[dst + 1]! + (data[src + 1]! - px[dst + 1]!) * k;
         px[dst + 2] = px[dst + 2]! + (data[src + 2]! - px[dst + 2]!) * k;
+      }
+      // A crowd's overlay spans the frame (millions of pixels): let the event loop run in between.
+      sinceYield += width;
+      if (sinceYield >= BLEND_PIXELS_PER_TURN) {
+        sinceYield = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
   }
