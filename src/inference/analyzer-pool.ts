@@ -92,10 +92,10 @@ export class AnalyzerPool {
   }
 
   /**
-   * Decodes and analyses a photo in a worker. The bytes are copied once into the message; the
-   * decoded pixels come back (transferred, not copied) as `picture`, for drawing the annotated copy.
+   * Decodes and analyses a photo in a worker. The bytes are copied once into the message; with
+   * `keepPicture` the decoded pixels come back (transferred, not copied), to draw the annotated copy on.
    */
-  analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis> {
+  analyze(bytes: Uint8Array, what?: string, options: { keepPicture?: boolean } = {}): Promise<FaceAnalysis> {
     if (this.closed) return Promise.reject(new InternalError('the inference pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
@@ -103,7 +103,10 @@ export class AnalyzerPool {
     slot.busy++;
     return new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, bytes: copy, keepPicture: true, ...(what ? { what } : {}) } satisfies AnalyzeRequest, [copy.buffer]);
+      slot.worker.postMessage(
+        { id, bytes: copy, keepPicture: options.keepPicture ?? false, ...(what ? { what } : {}) } satisfies AnalyzeRequest,
+        [copy.buffer],
+      );
     });
   }
 

@@ -33,7 +33,8 @@ import { ATTR, SPAN, stageSpan, type Stage } from '../telemetry/attributes.js';
 export interface FaceModel {
   readonly threshold: number;
   readonly pack: { name: string };
-  analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis>;
+  /** With `keepPicture`, the decoded pixels come back too (to draw the annotated copy on). */
+  analyze(bytes: Uint8Array, what?: string, options?: { keepPicture?: boolean }): Promise<FaceAnalysis>;
 }
 
 export interface DrawnFace {
@@ -157,7 +158,7 @@ export class MatchingService {
       // What the photo had before (its annotated key may change), read while the model runs.
       const before = this.d.matches.getPhoto(photoId);
       before.catch(() => undefined);
-      const analysis = await this.d.model.analyze(bytes, req.imageUrl);
+      const analysis = await this.d.model.analyze(bytes, req.imageUrl, { keepPicture: true });
       for (const s of analysis.stages) {
         this.recordStage(s.stage, s.start, s.end);
         times[s.stage] = s.end - s.start;
