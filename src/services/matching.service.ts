@@ -281,8 +281,8 @@ export class MatchingService {
    * reprocess may find fewer faces, or turn a facecam into an action shot), goes first.
    */
   private async replaceVectors(photoId: string, collection: Collection, records: VectorRecord[]): Promise<void> {
-    await this.d.vectors.deleteByPhoto('action_faces', photoId);
-    await this.d.vectors.deleteByPhoto('user_samples', photoId);
+    // Together: on Milvus each delete by photo waits for the query node to catch up (Strong).
+    await settled(this.d.vectors.deleteByPhoto('action_faces', photoId), this.d.vectors.deleteByPhoto('user_samples', photoId));
     await this.d.vectors.upsert(collection, records);
   }
 
@@ -350,8 +350,7 @@ export class MatchingService {
     const photoId = checkId('photo_id', photoIdIn);
     return this.inSpan(SPAN.deletePhoto, { [ATTR.photoId]: photoId }, async () => {
       const known = await this.d.matches.getPhoto(photoId);
-      await this.d.vectors.deleteByPhoto('action_faces', photoId);
-      await this.d.vectors.deleteByPhoto('user_samples', photoId);
+      await settled(this.d.vectors.deleteByPhoto('action_faces', photoId), this.d.vectors.deleteByPhoto('user_samples', photoId));
       if (known?.photo.annotatedKey) await this.d.objects.delete(known.photo.annotatedKey);
       await this.d.matches.deletePhoto(photoId);
       return known !== undefined;
