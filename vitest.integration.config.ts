@@ -7,11 +7,18 @@
  * environment. A variable already set in the environment wins, so the tests can be pointed at other
  * servers. The servers are not started here: run `scripts/test-env up` first (CI does). A module
  * whose server is down is reported below, and the test files of that backend skip themselves.
+ *
+ * The service's end-to-end test (e2e/matching.e2e.test.ts, which `npm test` runs on the embedded
+ * stores) runs here too, unchanged, on Milvus + S3 + PostgreSQL: testConfig() takes the store lines
+ * from this environment. The files run in a fixed order (ORDER below), the end-to-end test right
+ * after the Milvus fault test has restarted Milvus: the moment its first calls used to time out
+ * (MilvusVectorStore's file comment, "After a (re)start").
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const ROOT = path.dirname(fileURLToPath(import.meta.url));
 const TEST_ENV = path.join(ROOT, 'scripts', 'test-env');
@@ -33,12 +40,31 @@ function serverEnv(): Record<string, string> {
   return env;
 }
 
+/** The order of the files (a file not listed runs after these, by name). */
+const ORDER = [
+  'test/integration/stores.test.ts',
+  'test/integration/postgres.match-store.test.ts', // stops and restarts PostgreSQL
+  'test/integration/s3.object-store.test.ts', // stops and restarts the S3 server
+  'test/integration/milvus.vector-store.test.ts', // stops and restarts Milvus
+  'e2e/matching.e2e.test.ts',
+  'test/integration/cli.test.ts',
+  'test/integration/service-faults.test.ts', // stops and restarts each server under a running service
+];
+
+class IntegrationOrder extends BaseSequencer {
+  override sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const rank = (f: TestSpecification): number => {
+      const at = ORDER.indexOf(path.relative(ROOT, f.moduleId).split(path.sep).join('/'));
+      return at === -1 ? ORDER.length : at;
+    };
+    return Promise.resolve([...files].sort((a, b) => rank(a) - rank(b) || a.moduleId.localeCompare(b.moduleId)));
+  }
+}
+
 export default defineConfig({
   test: {
-    // e2e/matching.e2e.test.ts passes against Milvus + S3 + PostgreSQL when run on its own with the
-    // test-env lines in the environment (testConfig takes them), but right after the Milvus fault
-    // test restarts Milvus its calls time out (5 s): not in this run until that is understood.
-    include: ['test/integration/**/*.test.ts'],
+    include: ['test/integration/**/*.test.ts', 'e2e/matching.e2e.test.ts'],
+    sequence: { sequencer: IntegrationOrder },
     pool: 'forks',
     fileParallelism: false,
     env: serverEnv(),

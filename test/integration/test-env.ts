@@ -10,9 +10,22 @@ import { promisify } from 'node:util';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const run = promisify(execFile);
 
+export type TestEnvModule = 'postgres' | 's3' | 'milvus';
+
 /** `scripts/test-env up|down NAME`: returns once the server answers (up) or is gone (down). */
-export async function testEnv(verb: 'up' | 'down', module: 'postgres' | 's3'): Promise<void> {
-  await run(path.join(ROOT, 'scripts', 'test-env'), [verb, module], { timeout: 180_000 });
+export async function testEnv(verb: 'up' | 'down', module: TestEnvModule): Promise<void> {
+  await run(path.join(ROOT, 'scripts', 'test-env'), [verb, module], { timeout: 300_000 });
+}
+
+/** The KEY=value lines `scripts/test-env env [NAME...]` prints, as an object. */
+export async function testEnvLines(...modules: TestEnvModule[]): Promise<Record<string, string>> {
+  const { stdout } = await run(path.join(ROOT, 'scripts', 'test-env'), ['env', ...modules], { timeout: 30_000 });
+  const lines: Record<string, string> = {};
+  for (const line of stdout.split('\n')) {
+    const at = line.indexOf('=');
+    if (at > 0) lines[line.slice(0, at)] = line.slice(at + 1);
+  }
+  return lines;
 }
 
 /** How long `promise` takes to settle, in ms, and how it settled. */

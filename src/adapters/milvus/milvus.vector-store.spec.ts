@@ -51,6 +51,9 @@ function existing(version: string, dim = 4): Partial<Record<keyof MilvusApi, (ar
       index_descriptions: [{ params: [{ key: 'index_type', value: 'HNSW' }, { key: 'metric_type', value: 'COSINE' }] }],
     }),
     getLoadState: () => ({ status: OK, state: 'LoadStateLoaded' }),
+    // The read init() and ping() use to see that a collection serves.
+    query: () => ({ status: OK, data: [] }),
+    checkHealth: () => ({ isHealthy: true, reasons: [] }),
   };
 }
 
@@ -135,6 +138,99 @@ describe('MilvusVectorStore (fake client)', () => {
     const started = Date.now();
     await expect(store.init(4)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining('did not answer') as string });
     expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('init waits until each collection answers a read, not only until Milvus calls it loaded', async () => {
+    // As after a restart: loaded at once, but reads hang (the query node is replaying) for a while.
+    let hanging = 3;
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5'), query: () => (hanging-- > 0 ? new Promise(() => undefined) : { status: OK, data: [] }) }, calls),
+      { ...OPTIONS, loadTimeoutMs: 5_000 },
+    );
+    await store.init(4);
+    expect(calls.filter((c) => c.method === 'query')).toHaveLength(3 + 2);
+    expect(calls.find((c) => c.method === 'query')!.args).toMatchObject({ collection_name: 'fm_action_faces', consistency_level: 0 });
+  });
+
+  it('init gives up after loadTimeoutMs, naming the collection that does not answer', async () => {
+    const store = new MilvusVectorStore(fake({ ...existing('v2.3.5'), query: () => new Promise(() => undefined) }), { ...OPTIONS, loadTimeoutMs: 600 });
+    await expect(store.init(4)).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringMatching(/Milvus at milvus.test:19530: collection fm_action_faces is loaded but did not answer a read within \d+ ms/) as string,
+    });
+  });
+
+  it('ping fails within pingTimeoutMs naming the collection that does not answer reads, and passes once it does', async () => {
+    let serving = false;
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5'), query: () => (serving ? { status: OK, data: [] } : new Promise(() => undefined)) }),
+      { ...OPTIONS, pingTimeoutMs: 300 },
+    );
+    serving = true;
+    await store.init(4);
+    serving = false;
+    const started = Date.now();
+    await expect(store.ping()).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringMatching(/Milvus at milvus.test:19530: collection fm_(action_faces|user_samples) did not answer a read within/) as string,
+    });
+    expect(Date.now() - started).toBeLessThan(600);
+    serving = true;
+    await store.ping();
+  });
+
+  it('ping says which collection is not loaded, and asks Milvus to load it again', async () => {
+    let state = 'LoadStateLoaded';
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5'), getLoadState: () => ({ status: OK, state }), loadCollection: () => OK }, calls),
+      OPTIONS,
+    );
+    await store.init(4);
+    state = 'LoadStateNotLoad';
+    await expect(store.ping()).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining('collection fm_action_faces is not loaded') as string });
+    expect(calls.filter((c) => c.method === 'loadCollection').map((c) => (c.args as { collection_name: string }).collection_name).sort()).toEqual([
+      'fm_action_faces',
+      'fm_user_samples',
+    ]);
+  });
+
+  it('retries a request Milvus refuses as not ready, within the deadline; then reports it unavailable', async () => {
+    const notReady = { error_code: 'NotReadyServe', reason: 'proxy not healthy' };
+    let refusals = 2;
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5'), deleteEntities: () => (refusals-- > 0 ? { status: notReady } : { status: OK, delete_cnt: '2' }) }, calls),
+      { ...OPTIONS, timeoutMs: 1_000 },
+    );
+    await store.init(4);
+    expect(await store.deleteByPhoto('action_faces', 'p')).toBe(2);
+    expect(calls.filter((c) => c.method === 'deleteEntities')).toHaveLength(3);
+
+    refusals = Infinity;
+    const started = Date.now();
+    await expect(store.deleteByPhoto('action_faces', 'p')).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      message: expect.stringContaining('Milvus at milvus.test:19530 is unavailable (delete): proxy not healthy') as string,
+    });
+    expect(Date.now() - started).toBeLessThan(1_100);
+  });
+
+  it('does not retry a refused connection: a dead server fails at once', async () => {
+    const down = Object.assign(new Error('14 UNAVAILABLE: No connection established'), { code: 14 });
+    let up = true;
+    const calls: Calls = [];
+    const store = new MilvusVectorStore(
+      fake({ ...existing('v2.3.5'), deleteEntities: () => (up ? { status: OK, delete_cnt: '0' } : Promise.reject(down)) }, calls),
+      { ...OPTIONS, timeoutMs: 5_000 },
+    );
+    await store.init(4);
+    up = false;
+    const started = Date.now();
+    await expect(store.deleteByPhoto('action_faces', 'p')).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    expect(Date.now() - started).toBeLessThan(200);
+    expect(calls.filter((c) => c.method === 'deleteEntities')).toHaveLength(1);
   });
 
   it('rejects bad input before calling Milvus', async () => {

@@ -34,6 +34,20 @@
  * Failures: every call has a deadline (`timeoutMs`); a server that cannot be reached or does not
  * answer in time surfaces as BackendUnavailableError naming Milvus and its address. The gRPC channel
  * reconnects on its own (backoff capped at 2 s), so the same instance recovers when Milvus is back.
+ * A status by which a live Milvus refuses a request it has not executed (not ready to serve, rate
+ * limited, collection not loaded yet) is retried with a doubling pause (100 ms up to 1 s) within the
+ * same deadline; a timeout or a refused connection is not, so a dead server still fails fast.
+ *
+ * After a (re)start. Milvus 2.3 reports a collection loaded (getLoadState) before it can serve a read:
+ * its query node replays the collection's DML channel from the last checkpoint (which stays at the
+ * start of the oldest unflushed segment, so minutes of time ticks on a quiet test server), and until
+ * the replay reaches the present, every Strong read waits for it ("delegator query failed to wait
+ * tsafe" in Milvus's log). So do deletes by a filter that is not the primary key (`photo_id == ...`,
+ * `user_id == ...`), which Milvus runs as a query first. Measured on 2 cores: 5-25 s after the proxy
+ * answers health checks, longer than one call's deadline. Milvus 2.6 reports such a delegator as not
+ * serviceable (milvus-io/milvus#46551); 2.3 does not, so the store asks itself: init() waits until a
+ * Strong read of each collection answers (up to `loadTimeoutMs`), and ping(), which /readyz runs,
+ * fails naming the collection while one does not answer within `pingTimeoutMs`.
  */
 import { ConsistencyLevelEnum, DataType, ErrorCode, LoadState, MilvusClient } from '@zilliz/milvus2-sdk-node';
 import {
@@ -89,8 +103,13 @@ export interface MilvusVectorStoreOptions {
    * the benchmark's comparison; a service must not use it (see the file comment).
    */
   readConsistency?: MilvusReadConsistency;
-  /** How long init() waits for the collections to load (default 120 s). */
+  /** How long init() waits for the collections to load and answer a Strong read (default 120 s). */
   loadTimeoutMs?: number;
+  /**
+   * Deadline of ping() (default 1.5 s, under the 2 s a /readyz check is given, so that the answer
+   * names Milvus and what it waits for rather than a bare timeout).
+   */
+  pingTimeoutMs?: number;
 }
 
 export interface MilvusConnectOptions extends MilvusVectorStoreOptions {
@@ -98,6 +117,8 @@ export interface MilvusConnectOptions extends MilvusVectorStoreOptions {
   token?: string | undefined;
 }
 
+const DEFAULT_LOAD_TIMEOUT_MS = 120_000;
+const DEFAULT_PING_TIMEOUT_MS = 1_500;
 /** Milvus caps a search's limit (topk) at 16384. */
 const MAX_LIMIT = 16_384;
 const MAX_ID_LENGTH = 1024;
@@ -317,11 +338,21 @@ export class MilvusVectorStore implements VectorStore {
     return counts.reduce((a, b) => a + b, 0);
   }
 
+  /**
+   * Readiness, within `pingTimeoutMs` in all: Milvus answers its health check and, once init() has
+   * run, each collection is loaded and answers a read at the store's consistency (see "After a
+   * (re)start" in the file comment). A collection that is no longer loaded (an operator released
+   * it) is asked to load again, so the store heals without a restart.
+   */
   async ping(): Promise<void> {
-    const health = await this.rpc('health check', () => this.client.checkHealth());
+    const timeoutMs = this.options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const health = await this.rpc('health check', () => this.client.checkHealth(), deadline);
     if (!health.isHealthy) {
       throw new BackendUnavailableError(`${this.where} is not healthy: ${(health.reasons as unknown[]).map(String).join('; ') || 'no reason given'}`);
     }
+    if (this.collections === undefined) return;
+    await Promise.all(Object.values(this.collections).map((state) => this.serves(state.name, deadline, true)));
   }
 
   /**
@@ -430,6 +461,7 @@ export class MilvusVectorStore implements VectorStore {
     const indexType = indexParams.get('index_type') ?? this.options.index;
 
     await this.load(name);
+    await this.waitForReads(name);
     const ef = this.options.searchEf;
     return {
       name,
@@ -445,13 +477,73 @@ export class MilvusVectorStore implements VectorStore {
       const loaded = await this.rpc('load a collection', () => this.client.loadCollection({ collection_name: name, timeout: this.options.timeoutMs }));
       this.check('load a collection', loaded);
     }
-    const until = Date.now() + (this.options.loadTimeoutMs ?? 120_000);
+    const until = Date.now() + (this.options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS);
     for (;;) {
       const now = await this.rpc('check loading', () => this.client.getLoadState({ collection_name: name, timeout: this.options.timeoutMs }));
       this.check('check loading', now.status);
       if (now.state === LoadState.LoadStateLoaded) return;
       if (Date.now() > until) throw new BackendUnavailableError(`${this.where}: collection ${name} is still loading (${now.state})`);
       await sleep(200);
+    }
+  }
+
+  /**
+   * Whether the collection is loaded and answers a read (a query for an id that cannot exist, at the
+   * store's consistency) before `deadline`; throws BackendUnavailableError saying which it is not.
+   */
+  private async serves(name: string, deadline: number, reload = false): Promise<void> {
+    const state = await this.rpc('check loading', () => this.client.getLoadState({ collection_name: name, timeout: this.options.timeoutMs }), deadline);
+    this.check('check loading', state.status);
+    if (state.state !== LoadState.LoadStateLoaded) {
+      if (reload && state.state === LoadState.LoadStateNotLoad) {
+        // Not awaited: loading takes longer than a readiness check; the next one sees the progress.
+        this.client.loadCollection({ collection_name: name, timeout: this.options.timeoutMs }).catch(() => undefined);
+      }
+      throw new BackendUnavailableError(`${this.where}: collection ${name} is not loaded (${state.state})`);
+    }
+    const started = Date.now();
+    try {
+      const probe = await this.rpc(
+        `a read of ${name}`,
+        () =>
+          this.client.query({
+            collection_name: name,
+            filter: 'id == ""',
+            output_fields: ['id'],
+            limit: 1,
+            consistency_level: this.consistency,
+            timeout: this.options.timeoutMs,
+          }),
+        deadline,
+      );
+      this.check(`a read of ${name}`, probe.status);
+    } catch (error) {
+      if (!(error instanceof MilvusTimeout)) throw error;
+      throw new BackendUnavailableError(
+        `${this.where}: collection ${name} did not answer a read within ${Date.now() - started} ms (after a start Milvus replays its changes before it serves reads)`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** After load(): waits, up to `loadTimeoutMs`, until the collection answers reads. */
+  private async waitForReads(name: string): Promise<void> {
+    const started = Date.now();
+    const until = started + (this.options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS);
+    let pause = 250;
+    for (;;) {
+      try {
+        await this.serves(name, Math.min(Date.now() + this.options.timeoutMs, until));
+        return;
+      } catch (error) {
+        // A refused connection or an error status is final; a slow answer is what is waited out.
+        if (!(error instanceof BackendUnavailableError && error.cause instanceof MilvusTimeout)) throw error;
+        if (Date.now() + pause >= until) {
+          throw new BackendUnavailableError(`${this.where}: collection ${name} is loaded but did not answer a read within ${Date.now() - started} ms`, { cause: error });
+        }
+      }
+      await sleep(pause);
+      pause = Math.min(pause * 2, 2_000);
     }
   }
 
@@ -497,27 +589,45 @@ export class MilvusVectorStore implements VectorStore {
   }
 
   /** Runs one call with the deadline; what fails to reach Milvus becomes BackendUnavailableError. */
-  private async rpc<T>(what: string, call: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one call before `deadline` (default: `timeoutMs` from now). A status by which Milvus
+   * refuses a request it has not executed (not ready to serve, rate limited, not loaded yet) is
+   * retried after 100, 200, 400 ms ... (at most 1 s) while the deadline allows; the last answer is
+   * returned for the caller's check(). What fails to reach Milvus becomes BackendUnavailableError.
+   */
+  private async rpc<T>(what: string, call: () => Promise<T>, deadline = Date.now() + this.options.timeoutMs): Promise<T> {
     if (this.closed) throw new BackendUnavailableError(`${this.where}: the store is closed`);
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new BackendUnavailableError(`${this.where} did not answer ${what} within ${this.options.timeoutMs} ms`)),
-        this.options.timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([call(), deadline]);
-    } catch (error) {
-      throw this.failure(what, error);
-    } finally {
-      clearTimeout(timer);
+    const started = Date.now();
+    let pause = 100;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new MilvusTimeout(`${this.where} did not answer ${what} within ${Date.now() - started} ms`)),
+          Math.max(0, deadline - Date.now()),
+        );
+      });
+      let result: T;
+      try {
+        result = await Promise.race([call(), late]);
+      } catch (error) {
+        throw this.failure(what, error);
+      } finally {
+        clearTimeout(timer);
+      }
+      const status = statusIn(result);
+      if (status === undefined || isSuccess(status) || !isRefusal(status) || Date.now() + pause >= deadline) return result;
+      await sleep(pause);
+      pause = Math.min(pause * 2, 1_000);
     }
   }
 
   private failure(what: string, error: unknown): FacematchError {
     if (error instanceof FacematchError) return error;
     const message = error instanceof Error ? error.message : String(error);
+    if ((error as { code?: unknown } | null)?.code === 4 || /DEADLINE_EXCEEDED|Deadline exceeded/i.test(message)) {
+      return new MilvusTimeout(`${this.where} did not answer ${what} in time: ${firstLine(message)}`, { cause: error });
+    }
     if (isUnavailable(error, message)) {
       return new BackendUnavailableError(`${this.where} is unavailable (${what}): ${firstLine(message)}`, { cause: error });
     }
@@ -528,7 +638,7 @@ export class MilvusVectorStore implements VectorStore {
   private check(what: string, status: Status): void {
     if (isSuccess(status)) return;
     const reason = firstLine(status.reason || String(status.error_code));
-    if (UNAVAILABLE_REASON.test(reason) || UNAVAILABLE_CODES.has(String(status.error_code))) {
+    if (isRefusal(status)) {
       throw new BackendUnavailableError(`${this.where} is unavailable (${what}): ${reason}`);
     }
     throw new InternalError(`${this.where}: ${what} failed: ${reason}`);
@@ -555,6 +665,22 @@ function isUnavailable(error: unknown, message: string): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return (typeof code === 'number' && UNAVAILABLE_GRPC_CODES.has(code)) || UNAVAILABLE_MESSAGE.test(message);
 }
+
+/** A status by which a live Milvus refuses a request without executing it (safe to send again). */
+function isRefusal(status: Status): boolean {
+  return UNAVAILABLE_CODES.has(String(status.error_code)) || UNAVAILABLE_REASON.test(status.reason);
+}
+
+/** The status of an answer: the answer itself (a bare status) or its `status` field. */
+function statusIn(answer: unknown): Status | undefined {
+  const isStatus = (v: unknown): v is Status => typeof v === 'object' && v !== null && 'error_code' in v;
+  if (isStatus(answer)) return answer;
+  const nested = (answer as { status?: unknown } | null)?.status;
+  return isStatus(nested) ? nested : undefined;
+}
+
+/** Milvus did not answer before the deadline (it may be down, overloaded, or still catching up). */
+class MilvusTimeout extends BackendUnavailableError {}
 
 function isSuccess(status: Status | undefined): boolean {
   return status !== undefined && (status.error_code === ErrorCode.SUCCESS || status.error_code === 0);
