@@ -7,9 +7,13 @@
  * transaction comes last: it is the commit point. A crash before it leaves at most vectors and an
  * image that the retry overwrites; match records are only written for faces the match store knows.
  *
- * After inference the vector write runs beside search → draw → upload (they are independent: an
- * action shot is searched among user samples and stored among action faces, a selfie the other
- * way round); the record transaction waits for both.
+ * Each side writes its vectors before it searches the other side's: an action shot stores its faces
+ * and then searches the user samples, a selfie stores its sample and then searches the action
+ * faces. Of an action shot and an enrolment processed at the same time, at least one therefore
+ * sees the other's vectors. (What is still open: if only the enrolment sees the action shot, its
+ * offer of matches skips faces whose photo is not recorded yet, so a match can be missed while the
+ * action shot is between its vector write and its record; README, "What a failure leaves".)
+ * A selfie's drawing runs beside its vector write and search.
  */
 import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
@@ -178,7 +182,7 @@ export class MatchingService {
       };
       const result =
         req.kind === 'FACECAM'
-          ? await this.enrol(photo, userId!, analysis, bytes, ctx)
+          ? await this.enrol(photo, userId!, analysis, bytes, ctx, previous !== undefined)
           : await this.matchActionShot(photo, analysis, bytes, ctx);
       if (previous?.photo.annotatedKey && previous.photo.annotatedKey !== photo.annotatedKey) {
         await this.d.objects.delete(previous.photo.annotatedKey);
@@ -197,26 +201,23 @@ export class MatchingService {
   ): Promise<Omit<ProcessPhotoResult, 'timings'>> {
     const { photoId, eventId } = photo;
     const faces = analysis.faces.map((f, i) => faceRecord(photoId, i, f));
-    const stored = this.stage('store', ctx, () =>
+    // The faces are stored before the samples are searched (see the header: concurrent enrolments).
+    await this.stage('store', ctx, () =>
       this.replaceVectors(
         photoId,
         'action_faces',
         analysis.faces.map((f, i) => ({ id: faceId(photoId, i), eventId, photoId, embedding: f.embedding })),
       ),
     );
-    const searched = (async () => {
-      // Each face is assigned to its best user only.
-      const found = await this.stage('search', ctx, () => this.searchEach('user_samples', eventId, analysis.faces.map((f) => f.embedding), 1));
-      const best = found.map((hits) => hits[0]);
-      const annotated = await this.drawAndUpload(
-        photo,
-        analysis.picture ?? bytes,
-        faces.map((f, i) => ({ ...f, highlight: !!best[i], label: best[i] ? `#${i} ${best[i].similarity.toFixed(2)}` : `#${i}` })),
-        ctx,
-      );
-      return { best, annotated };
-    })();
-    const [, { best, annotated }] = await settled(stored, searched);
+    // Each face is assigned to its best user only.
+    const found = await this.stage('search', ctx, () => this.searchEach('user_samples', eventId, analysis.faces.map((f) => f.embedding), 1));
+    const best = found.map((hits) => hits[0]);
+    const annotated = await this.drawAndUpload(
+      photo,
+      analysis.picture ?? bytes,
+      faces.map((f, i) => ({ ...f, highlight: !!best[i], label: best[i] ? `#${i} ${best[i].similarity.toFixed(2)}` : `#${i}` })),
+      ctx,
+    );
     const now = this.now();
     const matches: MatchRecord[] = best.flatMap((hit, i) =>
       hit?.userId ? [{ photoId, faceId: faceId(photoId, i), userId: hit.userId, eventId, similarity: hit.similarity, matchedAt: now }] : [],
@@ -246,24 +247,49 @@ export class MatchingService {
     analysis: FaceAnalysis,
     bytes: Uint8Array,
     ctx: StageContext,
+    /** The photo was recorded before (this is a reprocess). */
+    reenrolment: boolean,
   ): Promise<Omit<ProcessPhotoResult, 'timings'>> {
     const { photoId, eventId } = photo;
     const face = analysis.faces[0];
     if (!face) throw new NoFaceError(`no face found in the facecam photo ${photoId}; nothing was enrolled`);
     const record = faceRecord(photoId, 0, face);
-    const stored = this.stage('store', ctx, () =>
-      this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
-    );
-    const searched = this.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
+    // The drawing needs neither the vectors nor the search; the sample is stored before the action
+    // faces are searched (see the header: concurrent action shots).
     const drawn = this.drawAndUpload(photo, analysis.picture ?? bytes, [{ ...record, highlight: true, label: userId }], ctx);
-    const [, hits, annotated] = await settled(stored, searched, drawn);
-    const now = this.now();
-    const written = await this.stage('record', ctx, async () => {
-      await this.d.matches.replacePhoto(photo, [record], []);
-      return this.d.matches.offerMatches(
-        hits.map((h) => ({ photoId: h.photoId, faceId: h.id, userId, eventId, similarity: h.similarity, matchedAt: now })),
+    let stored = false;
+    const searched = (async () => {
+      await this.stage('store', ctx, () =>
+        this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
       );
-    });
+      stored = true;
+      return this.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
+    })();
+    let hits: VectorHit[];
+    let annotated: ObjectLocation;
+    let written: MatchRecord[];
+    try {
+      [hits, annotated] = await settled(searched, drawn);
+      const now = this.now();
+      written = await this.stage('record', ctx, async () => {
+        await this.d.matches.replacePhoto(photo, [record], []);
+        return this.d.matches.offerMatches(
+          hits.map((h) => ({ photoId: h.photoId, faceId: h.id, userId, eventId, similarity: h.similarity, matchedAt: now })),
+        );
+      });
+    } catch (error) {
+      // Compensation: a first enrolment that failed after its sample was stored takes the sample
+      // back, or later action shots would match a user the match store never enrolled. (A failed
+      // reprocess keeps it: the photo's earlier enrolment is still recorded.) Best effort: if this
+      // delete fails too, or the process dies first, the orphan stays until the user is forgotten
+      // or the enrolment retried (README, "What a failure leaves").
+      if (stored && !reenrolment) {
+        await this.d.vectors
+          .deleteByPhoto('user_samples', photoId)
+          .catch((cleanup: unknown) => trace.getActiveSpan()?.recordException(cleanup as Error));
+      }
+      throw error;
+    }
     return {
       photoId,
       eventId,
