@@ -119,6 +119,61 @@ describe('MilvusVectorStore (fake client)', () => {
     expect(calls.at(-1)!.args).toMatchObject({ filter: 'event_id == "e\\"x"', limit: 100, params: { ef: 100 }, consistency_level: 0 });
   });
 
+  it('searchMany sends one Search per event and limit, and maps each answer to its query', async () => {
+    const calls: Calls = [];
+    const row = (id: string, score: number) => ({ id, score, event_id: 'e', photo_id: `p-${id}`, user_id: `u-${id}` });
+    const store = new MilvusVectorStore(
+      fake(
+        {
+          ...existing('v2.3.5'),
+          // Two vectors of event e (limit 2) in one call, each answered with 2 rows; one of event f.
+          search: (args: { data: number[][]; filter: string }) => ({
+            status: OK,
+            results: args.data.length === 2 ? [[row('a', 0.9), row('b', 0.8)], [row('c', 0.7), row('d', 0.2)]] : [row('x', 0.6)],
+          }),
+        },
+        calls,
+      ),
+      OPTIONS,
+    );
+    await store.init(4);
+    const q = (eventId: string, limit: number) => ({ eventId, embedding: record.embedding, limit, minSimilarity: 0.5 });
+    const hits = await store.searchMany('user_samples', [q('e', 2), q('f', 2), q('e', 2)]);
+    expect(hits.map((h) => h.map((x) => x.id))).toEqual([['a', 'b'], ['x'], ['c']]);
+    expect(hits[0]![0]).toEqual({ id: 'a', eventId: 'e', photoId: 'p-a', userId: 'u-a', similarity: 0.9 });
+    const searches = calls.filter((c) => c.method === 'search').map((c) => c.args as { data: number[][]; filter: string });
+    expect(searches.map((s) => [s.filter, s.data.length])).toEqual([
+      ['event_id == "e"', 2],
+      ['event_id == "f"', 1],
+    ]);
+  });
+
+  it('searchMany asks one query at a time when the answers are uneven (the 2.3 SDK would misplace rows)', async () => {
+    const calls: Calls = [];
+    const row = (id: string, score: number) => ({ id, score, event_id: 'e', photo_id: 'p', user_id: '' });
+    let single = 0;
+    const store = new MilvusVectorStore(
+      fake(
+        {
+          ...existing('v2.3.5'),
+          search: (args: { data: number[][] }) =>
+            args.data.length > 1
+              ? // What SDK 2.3.5 makes of topks [1, 2] (scores a, b, c): the second list starts at
+                // offset 2 (topk x index), so it holds c and a row past the end, b is lost.
+                { status: OK, results: [[row('a', 0.9)], [row('c', 0.7), { id: undefined, score: 0.8 }]] }
+              : { status: OK, results: single++ === 0 ? [row('a', 0.9)] : [row('b', 0.8), row('c', 0.7)] },
+        },
+        calls,
+      ),
+      OPTIONS,
+    );
+    await store.init(4);
+    const q = { eventId: 'e', embedding: record.embedding, limit: 2, minSimilarity: 0 };
+    const hits = await store.searchMany('action_faces', [q, q]);
+    expect(hits.map((h) => h.map((x) => x.id))).toEqual([['a'], ['b', 'c']]);
+    expect(calls.filter((c) => c.method === 'search').map((c) => (c.args as { data: number[][] }).data.length)).toEqual([2, 1, 1]);
+  });
+
   it('refuses a collection of another dimension', async () => {
     const store = new MilvusVectorStore(fake(existing('v2.3.5', 256)), OPTIONS);
     await expect(store.init(512)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/256-dimensional.*512/) as string });
