@@ -11,7 +11,7 @@ import { HttpImageSource } from '../adapters/image-source/http.image-source.js';
 import { openStores } from '../adapters/stores.js';
 import { PACKAGE_ROOT, type Config } from '../config/config.js';
 import { toFacematchError } from '../domain/errors.js';
-import { annotate } from '../inference/annotate.js';
+import { DrawWorker } from '../inference/draw-worker.js';
 import { AnalyzerPool } from '../inference/analyzer-pool.js';
 import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
@@ -57,7 +57,7 @@ async function check(name: string, fn: () => Promise<void>, timeoutMs = 2000): P
 
 export async function createApp(config: Config, log: Logger, o: { tracer: Tracer; localFiles?: boolean }): Promise<App> {
   const [analyzer, stores] = await Promise.allSettled([
-    AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, log.level),
+    AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, log.level, config.stores.annotatedMaxSide),
     openStores(config, log),
   ]);
   if (analyzer.status === 'rejected' || stores.status === 'rejected') {
@@ -78,6 +78,8 @@ export async function createApp(config: Config, log: Logger, o: { tracer: Tracer
 
 function assemble(config: Config, analyzer: AnalyzerPool, stores: Stores, o: { tracer: Tracer; localFiles?: boolean }): App {
   const http = new HttpImageSource(config.source, new AddressPolicy(config.source.allow));
+  // Blending and encoding the annotated copies run there, off the event loop.
+  const drawing = new DrawWorker().start();
   const images = new CompositeImageSource({
     http,
     objects: { store: stores.objects, bucket: config.stores.bucket },
@@ -90,8 +92,8 @@ function assemble(config: Config, analyzer: AnalyzerPool, stores: Stores, o: { t
     vectors: stores.vectors,
     objects: stores.objects,
     matches: stores.matches,
-    annotate: (bytes, faces, size) =>
-      annotate(bytes, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: config.stores.annotatedMaxSide }),
+    annotate: (source, faces, size) =>
+      drawing.draw(source, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: config.stores.annotatedMaxSide }),
     tracer: o.tracer,
     ...(config.inference.matchThreshold !== undefined ? { threshold: config.inference.matchThreshold } : {}),
   });
@@ -113,7 +115,7 @@ function assemble(config: Config, analyzer: AnalyzerPool, stores: Stores, o: { t
       return { ok, checks };
     },
     close: async () => {
-      await Promise.all([stores.close(), analyzer.close()]);
+      await Promise.all([stores.close(), analyzer.close(), drawing.close()]);
     },
   };
 }

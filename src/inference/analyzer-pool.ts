@@ -9,7 +9,7 @@ import type { DecodeConfig, InferenceConfig } from '../config/config.js';
 import { errorFromJSON, InternalError } from '../domain/errors.js';
 import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { AnalyzeRequest, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
+import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
 
 interface Slot {
   worker: Worker;
@@ -34,12 +34,23 @@ export class AnalyzerPool {
     readonly provider: 'cpu' | 'cuda',
   ) {}
 
-  static async start(inference: InferenceConfig, decode: DecodeConfig, workers: number, log: Logger, logLevel = 'warn'): Promise<AnalyzerPool> {
+  /**
+   * `pictureMaxSide`: pictures handed back are shrunk in the worker to fit this (0: as decoded),
+   * the size the annotated copy is drawn at, so the main thread never holds more pixels than it draws.
+   */
+  static async start(
+    inference: InferenceConfig,
+    decode: DecodeConfig,
+    workers: number,
+    log: Logger,
+    logLevel = 'warn',
+    pictureMaxSide = 0,
+  ): Promise<AnalyzerPool> {
     const n = Math.max(1, workers);
     const threads = inference.intraOpThreads || Math.max(1, Math.floor(availableParallelism() / n));
     const perWorker: InferenceConfig = { ...inference, intraOpThreads: threads, interOpThreads: inference.interOpThreads || 1 };
     const started = await Promise.allSettled(
-      Array.from({ length: n }, () => AnalyzerPool.spawn(perWorker, decode, logLevel)),
+      Array.from({ length: n }, () => AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide)),
     );
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     const slots = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value.slot] : []));
@@ -54,8 +65,13 @@ export class AnalyzerPool {
     return pool;
   }
 
-  private static spawn(inference: InferenceConfig, decode: DecodeConfig, logLevel: string): Promise<{ slot: Slot; ready: WorkerReady }> {
-    const worker = new Worker(WORKER_URL, { workerData: { inference, decode, logLevel } });
+  private static spawn(
+    inference: InferenceConfig,
+    decode: DecodeConfig,
+    logLevel: string,
+    pictureMaxSide: number,
+  ): Promise<{ slot: Slot; ready: WorkerReady }> {
+    const worker = new Worker(WORKER_URL, { workerData: { inference, decode, logLevel, pictureMaxSide } satisfies WorkerData });
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(new InternalError(`inference worker failed to start: ${e.message}`, { cause: e }));
       worker.once('error', onError);

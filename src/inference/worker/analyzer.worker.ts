@@ -5,14 +5,32 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import sharp from 'sharp';
-import type { DecodeConfig, InferenceConfig } from '../../config/config.js';
 import { toFacematchError } from '../../domain/errors.js';
 import { createLogger } from '../../telemetry/logger.js';
 import { FaceAnalyzer } from '../face-analyzer.js';
-import type { AnalyzeRequest, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
+import type { Picture } from '../../domain/face.js';
+import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
 
-const { inference, decode, logLevel } = workerData as { inference: InferenceConfig; decode: DecodeConfig; logLevel: string };
+const { inference, decode, logLevel, pictureMaxSide } = workerData as WorkerData;
 const port = parentPort!;
+
+/**
+ * The picture as the main thread gets it: shrunk to the size it is drawn at (its pixels count as
+ * the main thread's memory there, and large ones bring on full garbage collections that stall its
+ * event loop), in a buffer of its own that moves across without a copy (sharp's buffers live outside
+ * the V8 heap and cannot be detached, so posting one would copy it on the main thread).
+ */
+async function handOver(picture: Picture): Promise<Picture> {
+  const scale = pictureMaxSide > 0 ? Math.min(1, pictureMaxSide / Math.max(picture.width, picture.height)) : 1;
+  if (scale === 1) return { ...picture, data: new Uint8Array(picture.data) };
+  const width = Math.max(1, Math.round(picture.width * scale));
+  const height = Math.max(1, Math.round(picture.height * scale));
+  const { data } = await sharp(picture.data, { raw: { width: picture.width, height: picture.height, channels: 3 } })
+    .resize(width, height, { fit: 'fill' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data), width, height };
+}
 
 try {
   const analyzer = await FaceAnalyzer.load(inference, decode, createLogger(logLevel));
@@ -21,14 +39,11 @@ try {
   port.on('message', (req: AnalyzeRequest) => {
     analyzer
       .analyze(req.bytes, req.what, { keepPicture: req.keepPicture ?? false })
-      .then((analysis) => {
+      .then(async (analysis) => {
         const transfer = analysis.faces.map((f) => f.embedding.buffer as ArrayBuffer);
         if (analysis.picture) {
-          // sharp's buffers live outside the V8 heap and cannot be detached, so posting one would
-          // copy it on the main thread too; copied here once, the copy moves across for free.
-          const data = new Uint8Array(analysis.picture.data);
-          analysis.picture = { ...analysis.picture, data };
-          transfer.push(data.buffer);
+          analysis.picture = await handOver(analysis.picture);
+          transfer.push(analysis.picture.data.buffer as ArrayBuffer);
         }
         port.postMessage({ id: req.id, ok: true, analysis } satisfies WorkerReply, transfer);
       })

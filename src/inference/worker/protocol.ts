@@ -1,6 +1,16 @@
 /** Messages between the main thread and an inference worker. */
+import type { DecodeConfig, InferenceConfig } from '../../config/config.js';
 import type { ErrorCode } from '../../domain/errors.js';
-import type { FaceAnalysis } from '../../domain/face.js';
+import type { FaceAnalysis, Picture } from '../../domain/face.js';
+import type { AnnotatedFace, AnnotateOptions } from '../annotate.js';
+
+export interface WorkerData {
+  inference: InferenceConfig;
+  decode: DecodeConfig;
+  logLevel: string;
+  /** Pictures handed back are shrunk to fit this many pixels on their longer side (0: as decoded). */
+  pictureMaxSide: number;
+}
 
 export interface AnalyzeRequest {
   id: number;
@@ -27,3 +37,15 @@ export interface WorkerFailed {
   ready: false;
   error: { code: ErrorCode; message: string };
 }
+
+/** To the drawing worker: the source (transferred) and what to draw over it. */
+export interface DrawRequest {
+  id: number;
+  source: Uint8Array | Picture;
+  faces: readonly AnnotatedFace[];
+  options: AnnotateOptions;
+}
+
+export type DrawReply =
+  | { id: number; ok: true; jpeg: Uint8Array }
+  | { id: number; ok: false; error: { code: ErrorCode; message: string } };
