@@ -268,22 +268,25 @@ export class MatchingService {
     let hits: VectorHit[];
     let annotated: ObjectLocation;
     let written: MatchRecord[];
+    let recorded = false;
     try {
       [hits, annotated] = await settled(searched, drawn);
       const now = this.now();
       written = await this.stage('record', ctx, async () => {
         await this.d.matches.replacePhoto(photo, [record], []);
+        recorded = true;
         return this.d.matches.offerMatches(
           hits.map((h) => ({ photoId: h.photoId, faceId: h.id, userId, eventId, similarity: h.similarity, matchedAt: now })),
         );
       });
     } catch (error) {
-      // Compensation: a first enrolment that failed after its sample was stored takes the sample
-      // back, or later action shots would match a user the match store never enrolled. (A failed
-      // reprocess keeps it: the photo's earlier enrolment is still recorded.) Best effort: if this
-      // delete fails too, or the process dies first, the orphan stays until the user is forgotten
-      // or the enrolment retried (README, "What a failure leaves").
-      if (stored && !reenrolment) {
+      // Compensation: a first enrolment that failed after its sample was stored and before it was
+      // recorded takes the sample back, or later action shots would match a user the match store
+      // never enrolled. (A failed reprocess keeps it: the photo's earlier enrolment is still
+      // recorded; so does one that failed after its record, at the offer of matches.) Best effort:
+      // if this delete fails too, or the process dies first, the orphan stays until the user is
+      // forgotten or the enrolment retried (README, "What a failure leaves").
+      if (stored && !recorded && !reenrolment) {
         await this.d.vectors
           .deleteByPhoto('user_samples', photoId)
           .catch((cleanup: unknown) => trace.getActiveSpan()?.recordException(cleanup as Error));

@@ -12,6 +12,7 @@ import { openStores, type OpenStores } from '../../src/adapters/stores.js';
 import { BackendUnavailableError } from '../../src/domain/errors.js';
 import { annotate } from '../../src/inference/annotate.js';
 import type { ImageSource } from '../../src/ports/image-source.js';
+import type { MatchStore } from '../../src/ports/match-store.js';
 import type { ObjectStore } from '../../src/ports/object-store.js';
 import { MatchingService } from '../../src/services/matching.service.js';
 import { createLogger } from '../../src/telemetry/logger.js';
@@ -23,6 +24,8 @@ describe('a ProcessPhoto that fails after its vectors were written', () => {
   let service: MatchingService;
   /** While set, the object store refuses writes as an unreachable S3 would. */
   let refuse = false;
+  /** While set, the match store fails the offer of matches (after the enrolment was recorded). */
+  let refuseOffer = false;
 
   const files: ImageSource = { read: (ref) => read(ref) };
   const first = (id: string): string => identities().find((p) => p.id === id)!.files[0]!;
@@ -39,12 +42,16 @@ describe('a ProcessPhoto that fails after its vectors were written', () => {
       put: (key: string, bytes: Uint8Array, type: string) =>
         refuse ? Promise.reject(new BackendUnavailableError('S3 at test: put: connect ECONNREFUSED')) : stores.objects.put(key, bytes, type),
     });
+    const matches: MatchStore = Object.assign(Object.create(stores.matches) as MatchStore, {
+      offerMatches: (offered: Parameters<MatchStore['offerMatches']>[0]) =>
+        refuseOffer ? Promise.reject(new BackendUnavailableError('PostgreSQL at test: connection terminated')) : stores.matches.offerMatches(offered),
+    });
     service = new MatchingService({
       model,
       images: files,
       vectors: stores.vectors,
       objects,
-      matches: stores.matches,
+      matches,
       annotate: (source, faces, size) => annotate(source, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: 1024 }),
       tracer: trace.getTracer('test'),
     });
@@ -97,5 +104,17 @@ describe('a ProcessPhoto that fails after its vectors were written', () => {
     const retried = await service.processPhoto({ photoId: 'shot-3', imageUrl: group('facerec_two_people.jpg'), kind: 'ACTION_SHOT' });
     expect(usersIn(retried)).toEqual(['biden']);
     expect((await service.listUserPhotos('biden')).map((p) => p.photoId).sort()).toEqual(['shot-1', 'shot-2', 'shot-3']);
+  });
+
+  it('an enrolment that fails after it was recorded (at the offer of matches) keeps its sample', async () => {
+    refuseOffer = true;
+    await expect(
+      service.processPhoto({ photoId: 'selfie-obama', imageUrl: first('facerec_obama'), kind: 'FACECAM', userId: 'obama' }),
+    ).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    refuseOffer = false;
+    expect((await stores.matches.samplesOfUser('obama')).map((p) => p.photoId)).toEqual(['selfie-obama']);
+    expect(await stores.vectors.countByUser('obama')).toBe(1);
+    const shot = await service.processPhoto({ photoId: 'shot-4', imageUrl: group('facerec_two_people.jpg'), kind: 'ACTION_SHOT' });
+    expect(usersIn(shot)).toEqual(['biden', 'obama']);
   });
 });
