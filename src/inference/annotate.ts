@@ -9,6 +9,7 @@
  */
 import sharp from 'sharp';
 import type { DetectedFace, Picture } from '../domain/face.js';
+import { classify } from './image-decoder.js';
 
 export interface AnnotatedFace extends DetectedFace {
   label?: string;
@@ -120,8 +121,12 @@ async function canvas(source: Uint8Array | Picture, w: number, h: number, o: Ann
   }
   let pipeline = sharp(source, { limitInputPixels: o.maxPixels }).rotate();
   if (w !== o.width || h !== o.height) pipeline = pipeline.resize(w, h, { fit: 'fill' });
-  const { data, info } = await pipeline.flatten({ background: '#000000' }).toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-  return { data, width: info.width, height: info.height };
+  try {
+    const { data, info } = await pipeline.flatten({ background: '#000000' }).toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    return { data, width: info.width, height: info.height };
+  } catch (error) {
+    throw classify(error, 'the photo to annotate');
+  }
 }
 
 /**

@@ -27,7 +27,8 @@ export interface DecodedImage {
 
 const FORMATS = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif']);
 
-function classify(error: unknown, what: string): FacematchError {
+/** A sharp failure as the typed error a caller can act on (too large, not an image, corrupt). */
+export function classify(error: unknown, what: string): FacematchError {
   const message = error instanceof Error ? error.message : String(error);
   if (/pixel limit/i.test(message)) return new ImageTooLargeError(`${what} has more pixels than allowed`, { cause: error });
   if (/unsupported image format|bad seek|not a known file format/i.test(message)) {
