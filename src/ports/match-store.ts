@@ -17,9 +17,11 @@ export interface MatchStore {
    */
   replacePhoto(photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): Promise<void>;
   /**
-   * Records matches of existing action-shot faces to a user (after an enrolment), keeping for each
-   * face only its best user: a match replaces the face's current one only if its similarity is higher.
-   * Returns the matches that were written.
+   * Records matches of action-shot faces to a user (after an enrolment), keeping for each face only
+   * its best user: a match replaces the face's current one only if its similarity is higher.
+   * Returns the matches that were written. An offer to a face whose photo is not recorded yet (an
+   * action shot between its vector write and its record) is kept and applied by that photo's
+   * replacePhoto, so a match is not lost to the race; facecam faces are never matched.
    */
   offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]>;
   getPhoto(photoId: string): Promise<{ photo: PhotoRecord; faces: FaceRecord[]; matches: MatchRecord[] } | undefined>;

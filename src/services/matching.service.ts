@@ -10,9 +10,8 @@
  * Each side writes its vectors before it searches the other side's: an action shot stores its faces
  * and then searches the user samples, a selfie stores its sample and then searches the action
  * faces. Of an action shot and an enrolment processed at the same time, at least one therefore
- * sees the other's vectors. (What is still open: if only the enrolment sees the action shot, its
- * offer of matches skips faces whose photo is not recorded yet, so a match can be missed while the
- * action shot is between its vector write and its record; README, "What a failure leaves".)
+ * sees the other's vectors. If only the enrolment does, its offer may reach an action shot that is
+ * not recorded yet: the match store keeps the offer and applies it when that photo is recorded.
  * A selfie's drawing runs beside its vector write and search.
  */
 import { context, trace, type Span, type Tracer } from '@opentelemetry/api';

@@ -157,16 +157,57 @@ export function matchStoreContract(name: string, make: () => Promise<StoreUnderT
       ]);
     });
 
-    it('offerMatches ignores faces that do not exist and faces of facecams', async () => {
+    it('offerMatches ignores faces of facecams', async () => {
       const event = fresh('event');
       const user = fresh('user');
-      const ghost = facesOf(actionShot(event), 1)[0]!;
       const cam = facecam(event, fresh('user'));
       const camFaces = facesOf(cam, 1);
       await store().replacePhoto(cam, camFaces, []);
-      expect(await store().offerMatches([match(ghost, event, user, 0.9), match(camFaces[0]!, event, user, 0.9)])).toEqual([]);
+      expect(await store().offerMatches([match(camFaces[0]!, event, user, 0.9)])).toEqual([]);
       expect(await store().countUserRows(user)).toBe(0);
       expect(await store().offerMatches([])).toEqual([]);
+    });
+
+    it('an offer to a face whose photo is not recorded yet is applied when it is, where it beats the face’s own match', async () => {
+      const event = fresh('event');
+      const [user, other] = [fresh('user'), fresh('user')];
+      // The action shot has written its vectors but not its record when the enrolment offers.
+      const photo = actionShot(event);
+      const faces = facesOf(photo, 3);
+      expect(await store().offerMatches([match(faces[0]!, event, user, 0.7), match(faces[1]!, event, user, 0.5)])).toEqual([]);
+      expect(await store().photosOfUser(user)).toEqual([]);
+      expect(await store().countUserRows(user)).toBe(2); // the kept offers name the user
+
+      // Its record: face 1's own match (other, 0.6) beats the offer (0.5); face 0 takes the offer.
+      await store().replacePhoto(photo, faces, [match(faces[1]!, event, other, 0.6)]);
+      const got = await store().getPhoto(photo.photoId);
+      expect(got?.matches.map((m) => [m.faceId, m.userId, m.similarity])).toEqual([
+        [faces[0]!.faceId, user, expect.closeTo(0.7, 5)],
+        [faces[1]!.faceId, other, expect.closeTo(0.6, 5)],
+      ]);
+      expect(got?.matches[0]).toMatchObject({ photoId: photo.photoId, eventId: event });
+      expect((await store().photosOfUser(user)).map((p) => p.photoId)).toEqual([photo.photoId]);
+      // Applied once: the offers are gone, a reprocess does not bring them back.
+      expect(await store().countUserRows(user)).toBe(1);
+      await store().replacePhoto(photo, faces, []);
+      expect(await store().photosOfUser(user)).toEqual([]);
+    });
+
+    it('kept offers go with a deleted photo and a forgotten user', async () => {
+      const event = fresh('event');
+      const user = fresh('user');
+      const gone = actionShot(event);
+      const never = actionShot(event);
+      await store().offerMatches([match(facesOf(gone, 1)[0]!, event, user, 0.8), match(facesOf(never, 1)[0]!, event, user, 0.8)]);
+      expect(await store().countUserRows(user)).toBe(2);
+      expect(await store().deletePhoto(gone.photoId)).toBeUndefined();
+      expect(await store().countUserRows(user)).toBe(1);
+      await store().replacePhoto(gone, facesOf(gone, 1), []);
+      expect(await store().photosOfUser(user)).toEqual([]);
+      await store().forgetUser(user);
+      expect(await store().countUserRows(user)).toBe(0);
+      await store().replacePhoto(never, facesOf(never, 1), []);
+      expect(await store().photosOfUser(user)).toEqual([]);
     });
 
     it('photosOfUser lists each photo once with its best similarity, best first, by event on demand', async () => {

@@ -181,12 +181,13 @@ describe('embedded database', () => {
     const recorded = await stores.db.query<{ scope: string; version: string }>('SELECT scope, version FROM schema_migrations ORDER BY scope, version');
     expect(recorded).toEqual([
       { scope: 'facematch', version: '0001_photos_faces_matches' },
+      { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'vectors', version: '0001_vectors' },
     ]);
     await stores.close();
 
     const again = await openStores(dir);
-    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 2 }]);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 3 }]);
     const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
     await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
     await wrong.close();
@@ -360,8 +361,9 @@ describe('embedded database', () => {
     // Reopen in this process: the lock of the killed writer is taken over, recovery replays the WAL.
     const stores = await openStores(dataDir, CRASH_DIMENSION);
     const { db } = stores;
-    expect(await db.query('SELECT scope, version FROM schema_migrations ORDER BY scope')).toEqual([
+    expect(await db.query('SELECT scope, version FROM schema_migrations ORDER BY scope, version')).toEqual([
       { scope: 'facematch', version: '0001_photos_faces_matches' },
+      { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'vectors', version: '0001_vectors' },
     ]);
     // Every photo has exactly the faces its record says, numbered from 0; no face without its photo.

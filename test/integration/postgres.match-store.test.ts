@@ -11,7 +11,7 @@
  * namespace); the migration tests make throwaway databases and drop them.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,10 +93,18 @@ describe.skipIf(!URL_)(`PostgreSQL at ${URL_ ?? '(unset)'}`, () => {
       try {
         await Promise.all(replicas.map((r) => r.init()));
         await replicas[0]!.init();
-        const file = path.join(MATCH_MIGRATIONS_DIR, '0001_photos_faces_matches.sql');
-        const checksum = createHash('sha256').update((await readFile(file, 'utf8')).replace(/\r\n/g, '\n')).digest('hex');
-        const rows = await admin((c) => c.query('SELECT scope, version, checksum FROM schema_migrations'), database);
-        expect(rows.rows).toEqual([{ scope: 'facematch', version: '0001_photos_faces_matches', checksum }]);
+        // Every migration file once, with its checksum.
+        const files = (await readdir(MATCH_MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+        expect(files.length).toBeGreaterThanOrEqual(2);
+        const expected = await Promise.all(
+          files.map(async (f) => ({
+            scope: 'facematch',
+            version: f.replace(/\.sql$/, ''),
+            checksum: createHash('sha256').update((await readFile(path.join(MATCH_MIGRATIONS_DIR, f), 'utf8')).replace(/\r\n/g, '\n')).digest('hex'),
+          })),
+        );
+        const rows = await admin((c) => c.query('SELECT scope, version, checksum FROM schema_migrations ORDER BY version'), database);
+        expect(rows.rows).toEqual(expected);
         // And every replica works on the schema.
         await replicas[3]!.replacePhoto(photoOf('p', 'e'), facesOf('p', 2), []);
         expect((await replicas[5]!.getPhoto('p'))?.faces).toHaveLength(2);

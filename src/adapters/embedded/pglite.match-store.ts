@@ -6,11 +6,15 @@
 import type { FaceRecord, MatchRecord, PhotoRecord } from '../../domain/photo.js';
 import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
 import {
+  APPLY_PENDING_OFFERS_SQL,
   checkMatch,
   checkReplacement,
+  DROP_PENDING_OFFERS_SQL,
   faceJson,
+  KEEP_PENDING_OFFERS_SQL,
   MATCH_COLUMNS,
   matchJson,
+  offerJson,
   PHOTO_COLUMNS,
   toFace,
   toMatch,
@@ -58,6 +62,9 @@ export class PgliteMatchStore implements MatchStore {
           [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
         );
       }
+      // Offers an enrolment made while this photo was not recorded yet (migration 0002).
+      await tx.query(APPLY_PENDING_OFFERS_SQL, [photo.photoId, photo.eventId]);
+      await tx.query(DROP_PENDING_OFFERS_SQL, [photo.photoId]);
     });
   }
 
@@ -71,19 +78,25 @@ export class PgliteMatchStore implements MatchStore {
     }
     if (best.size === 0) return [];
     // Only faces of action shots that exist; photo and event come from the face's photo. Writes
-    // only where the face has no match yet or a worse one.
-    const written = await this.db.query<{ face_id: string; photo_id: string; event_id: string }>(
-      `INSERT INTO matches (${MATCH_COLUMNS})
-       SELECT m.face_id, f.photo_id, m.user_id, p.event_id, m.similarity, m.matched_at
-         FROM jsonb_to_recordset($1::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)
-         JOIN faces f ON f.face_id = m.face_id
-         JOIN photos p ON p.photo_id = f.photo_id AND p.kind = 'ACTION_SHOT'
-       ON CONFLICT (face_id) DO UPDATE SET photo_id = EXCLUDED.photo_id, user_id = EXCLUDED.user_id,
-         event_id = EXCLUDED.event_id, similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
-         WHERE matches.similarity < EXCLUDED.similarity
-       RETURNING face_id, photo_id, event_id`,
-      [JSON.stringify([...best.values()].map(matchJson))],
-    );
+    // only where the face has no match yet or a worse one. Faces not recorded yet keep the offer
+    // until their photo is (an action shot between its vector write and its record).
+    const offered = [...best.values()];
+    const written = await this.db.transaction(async (tx) => {
+      const rows = await tx.query<{ face_id: string; photo_id: string; event_id: string }>(
+        `INSERT INTO matches (${MATCH_COLUMNS})
+         SELECT m.face_id, f.photo_id, m.user_id, p.event_id, m.similarity, m.matched_at
+           FROM jsonb_to_recordset($1::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)
+           JOIN faces f ON f.face_id = m.face_id
+           JOIN photos p ON p.photo_id = f.photo_id AND p.kind = 'ACTION_SHOT'
+         ON CONFLICT (face_id) DO UPDATE SET photo_id = EXCLUDED.photo_id, user_id = EXCLUDED.user_id,
+           event_id = EXCLUDED.event_id, similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
+           WHERE matches.similarity < EXCLUDED.similarity
+         RETURNING face_id, photo_id, event_id`,
+        [JSON.stringify(offered.map(matchJson))],
+      );
+      await tx.query(KEEP_PENDING_OFFERS_SQL, [JSON.stringify(offered.map(offerJson))]);
+      return rows;
+    });
     return written.map((row) => ({ ...best.get(row.face_id)!, photoId: row.photo_id, eventId: row.event_id }));
   }
 
@@ -120,13 +133,17 @@ export class PgliteMatchStore implements MatchStore {
   }
 
   async deletePhoto(photoId: string): Promise<PhotoRecord | undefined> {
-    const [row] = await this.db.query<PhotoRow>(`DELETE FROM photos WHERE photo_id = $1 RETURNING ${PHOTO_COLUMNS}`, [photoId]);
-    return row && toPhoto(row);
+    return this.db.transaction(async (tx) => {
+      await tx.query(DROP_PENDING_OFFERS_SQL, [photoId]);
+      const [row] = await tx.query<PhotoRow>(`DELETE FROM photos WHERE photo_id = $1 RETURNING ${PHOTO_COLUMNS}`, [photoId]);
+      return row && toPhoto(row);
+    });
   }
 
   async forgetUser(userId: string): Promise<PhotoRecord[]> {
     return this.db.transaction(async (tx) => {
       await tx.query('DELETE FROM matches WHERE user_id = $1', [userId]);
+      await tx.query('DELETE FROM match_offers WHERE user_id = $1', [userId]);
       const removed = await tx.query<PhotoRow>(
         `DELETE FROM photos WHERE user_id = $1 AND kind = 'FACECAM' RETURNING ${PHOTO_COLUMNS}`,
         [userId],
@@ -139,7 +156,8 @@ export class PgliteMatchStore implements MatchStore {
 
   async countUserRows(userId: string): Promise<number> {
     const [row] = await this.db.query<{ n: number }>(
-      `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int AS n`,
+      `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int
+            + (SELECT count(*) FROM match_offers WHERE user_id = $1)::int AS n`,
       [userId],
     );
     return row?.n ?? 0;

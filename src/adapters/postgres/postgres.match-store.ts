@@ -34,11 +34,15 @@ import type { FaceRecord, MatchRecord, PhotoRecord } from '../../domain/photo.js
 import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
 import type { Logger } from '../../telemetry/logger.js';
 import {
+  APPLY_PENDING_OFFERS_SQL,
   checkMatch,
   checkReplacement,
+  DROP_PENDING_OFFERS_SQL,
   faceJson,
+  KEEP_PENDING_OFFERS_SQL,
   MATCH_COLUMNS,
   matchJson,
+  offerJson,
   PHOTO_COLUMNS,
   toFace,
   toMatch,
@@ -182,6 +186,10 @@ export class PostgresMatchStore implements MatchStore {
             [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
           );
         }
+        // Offers an enrolment made while this photo was not recorded yet (migration 0002); the
+        // photo lock above orders this against offerMatches.
+        await tx.query(APPLY_PENDING_OFFERS_SQL, [photo.photoId, photo.eventId]);
+        await tx.query(DROP_PENDING_OFFERS_SQL, [photo.photoId]);
       },
       { retryOn: CONFLICTS },
     );
@@ -197,10 +205,19 @@ export class PostgresMatchStore implements MatchStore {
     }
     if (best.size === 0) return [];
     // Only faces of action shots that exist; photo and event come from the face's photo. Writes
-    // only where the face has no match yet or a worse one.
+    // only where the face has no match yet or a worse one. Faces not recorded yet keep the offer
+    // until their photo is (an action shot between its vector write and its record). The photo
+    // locks (taken in one order) make each photo's replacement either see the kept offer or be
+    // seen here: an offer is never lost between the two.
+    const offered = [...best.values()];
+    const photoIds = [...new Set(offered.map((m) => m.photoId))].sort();
     const written = await this.transaction(
-      (tx) =>
-        tx.query<{ face_id: string; photo_id: string; event_id: string }>(
+      async (tx) => {
+        await tx.query(
+          `SELECT pg_advisory_xact_lock(hashtext('facematch:photo'), hashtext(p)) FROM (SELECT unnest($1::text[]) AS p ORDER BY 1) locked`,
+          [photoIds],
+        );
+        const rows = await tx.query<{ face_id: string; photo_id: string; event_id: string }>(
           `INSERT INTO matches (${MATCH_COLUMNS})
            SELECT m.face_id, f.photo_id, m.user_id, p.event_id, m.similarity, m.matched_at
              FROM jsonb_to_recordset($1::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)
@@ -212,8 +229,11 @@ export class PostgresMatchStore implements MatchStore {
              event_id = EXCLUDED.event_id, similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
              WHERE matches.similarity < EXCLUDED.similarity
            RETURNING face_id, photo_id, event_id`,
-          [JSON.stringify([...best.values()].map(matchJson))],
-        ),
+          [JSON.stringify(offered.map(matchJson))],
+        );
+        await tx.query(KEEP_PENDING_OFFERS_SQL, [JSON.stringify(offered.map(offerJson))]);
+        return rows;
+      },
       { retryOn: [...CONFLICTS, '23503'] },
     );
     return written.map((row) => ({ ...best.get(row.face_id)!, photoId: row.photo_id, eventId: row.event_id }));
@@ -255,14 +275,21 @@ export class PostgresMatchStore implements MatchStore {
   }
 
   async deletePhoto(photoId: string): Promise<PhotoRecord | undefined> {
-    const [row] = await this.query<PhotoRow>(`DELETE FROM photos WHERE photo_id = $1 RETURNING ${PHOTO_COLUMNS}`, [photoId]);
-    return row && toPhoto(row);
+    return this.transaction(
+      async (tx) => {
+        await tx.query(DROP_PENDING_OFFERS_SQL, [photoId]);
+        const [row] = await tx.query<PhotoRow>(`DELETE FROM photos WHERE photo_id = $1 RETURNING ${PHOTO_COLUMNS}`, [photoId]);
+        return row && toPhoto(row);
+      },
+      { retryOn: CONFLICTS },
+    );
   }
 
   async forgetUser(userId: string): Promise<PhotoRecord[]> {
     return this.transaction(
       async (tx) => {
         await tx.query('DELETE FROM matches WHERE user_id = $1', [userId]);
+        await tx.query('DELETE FROM match_offers WHERE user_id = $1', [userId]);
         const removed = await tx.query<PhotoRow>(`DELETE FROM photos WHERE user_id = $1 AND kind = 'FACECAM' RETURNING ${PHOTO_COLUMNS}`, [userId]);
         // Any other photo that names the user keeps its content but no longer the name.
         await tx.query('UPDATE photos SET user_id = NULL WHERE user_id = $1', [userId]);
@@ -274,7 +301,8 @@ export class PostgresMatchStore implements MatchStore {
 
   async countUserRows(userId: string): Promise<number> {
     const [row] = await this.query<{ n: number }>(
-      `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int AS n`,
+      `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int
+            + (SELECT count(*) FROM match_offers WHERE user_id = $1)::int AS n`,
       [userId],
     );
     return row?.n ?? 0;
