@@ -40,35 +40,6 @@ export interface MatchRow {
 }
 
 export const PHOTO_COLUMNS = 'photo_id, event_id, kind, user_id, source_url, width, height, annotated_key, processed_at';
-
-/**
- * offerMatches, second statement: the offers ($1, JSON as matchJson) to faces that are not recorded
- * yet are kept (migration 0002), the best per face and user, until the photo is recorded.
- */
-export const KEEP_PENDING_OFFERS_SQL = `
-  INSERT INTO match_offers (face_id, photo_id, user_id, event_id, similarity, offered_at)
-  SELECT m.face_id, m.photo_id, m.user_id, m.event_id, m.similarity, m.matched_at
-    FROM jsonb_to_recordset($1::jsonb) AS m(face_id text, photo_id text, user_id text, event_id text, similarity real, matched_at timestamptz)
-   WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.face_id = m.face_id)
-   ORDER BY m.face_id, m.user_id
-  ON CONFLICT (face_id, user_id) DO UPDATE SET similarity = EXCLUDED.similarity, offered_at = EXCLUDED.offered_at
-   WHERE match_offers.similarity < EXCLUDED.similarity`;
-
-/**
- * replacePhoto, last statements: the offers kept for the photo's faces ($1 photo id, $2 event id)
- * become matches where they beat the face's own (an action shot's faces only), then go.
- */
-export const APPLY_PENDING_OFFERS_SQL = `
-  INSERT INTO matches (face_id, photo_id, user_id, event_id, similarity, matched_at)
-  SELECT DISTINCT ON (o.face_id) o.face_id, $1, o.user_id, $2, o.similarity, o.offered_at
-    FROM match_offers o
-    JOIN faces f ON f.face_id = o.face_id AND f.photo_id = $1
-    JOIN photos p ON p.photo_id = $1 AND p.kind = 'ACTION_SHOT'
-   ORDER BY o.face_id, o.similarity DESC, o.user_id
-  ON CONFLICT (face_id) DO UPDATE SET user_id = EXCLUDED.user_id, event_id = EXCLUDED.event_id,
-    similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
-   WHERE matches.similarity < EXCLUDED.similarity`;
-export const DROP_PENDING_OFFERS_SQL = 'DELETE FROM match_offers WHERE photo_id = $1';
 export const MATCH_COLUMNS = 'face_id, photo_id, user_id, event_id, similarity, matched_at';
 
 export function checkPhoto(p: PhotoRecord): void {
@@ -109,7 +80,7 @@ export function matchJson(m: MatchRecord): Record<string, unknown> {
   return { face_id: m.faceId, user_id: m.userId, similarity: m.similarity, matched_at: m.matchedAt.toISOString() };
 }
 
-/** An offer as KEEP_PENDING_OFFERS_SQL reads it. */
+/** An offer as the kept-offers statement reads it (match-statements.ts). */
 export function offerJson(m: MatchRecord): Record<string, unknown> {
   return { ...matchJson(m), photo_id: m.photoId, event_id: m.eventId };
 }
