@@ -9,6 +9,7 @@ import type { DecodeConfig, InferenceConfig } from '../config/config.js';
 import { errorFromJSON, InternalError } from '../domain/errors.js';
 import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
+import { workerUrl } from './worker/entry.js';
 import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
 
 interface Slot {
@@ -16,11 +17,6 @@ interface Slot {
   busy: number;
   pending: Map<number, { resolve: (a: FaceAnalysis) => void; reject: (e: Error) => void }>;
 }
-
-/** From source (tests, tsx) a small bootstrap registers tsx in the worker; from dist, plain JS. */
-const WORKER_URL = import.meta.url.endsWith('.ts')
-  ? new URL('./worker/dev-bootstrap.mjs', import.meta.url)
-  : new URL('./worker/analyzer.worker.js', import.meta.url);
 
 export class AnalyzerPool {
   private nextId = 1;
@@ -71,7 +67,9 @@ export class AnalyzerPool {
     logLevel: string,
     pictureMaxSide: number,
   ): Promise<{ slot: Slot; ready: WorkerReady }> {
-    const worker = new Worker(WORKER_URL, { workerData: { inference, decode, logLevel, pictureMaxSide } satisfies WorkerData });
+    const worker = new Worker(workerUrl('analyzer.worker'), {
+      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide } satisfies WorkerData,
+    });
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(new InternalError(`inference worker failed to start: ${e.message}`, { cause: e }));
       worker.once('error', onError);

@@ -7,10 +7,8 @@ import { Worker } from 'node:worker_threads';
 import { errorFromJSON, InternalError } from '../domain/errors.js';
 import type { Picture } from '../domain/face.js';
 import type { AnnotatedFace, AnnotateOptions } from './annotate.js';
+import { workerUrl } from './worker/entry.js';
 import type { DrawReply, DrawRequest } from './worker/protocol.js';
-
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const WORKER_URL = FROM_SOURCE ? new URL('./worker/dev-bootstrap.mjs', import.meta.url) : new URL('./worker/draw.worker.js', import.meta.url);
 
 interface Pending {
   resolve: (jpeg: Uint8Array) => void;
@@ -54,7 +52,7 @@ export class DrawWorker {
 
   private spawned(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(WORKER_URL, { workerData: { entry: 'draw.worker' } });
+    const worker = new Worker(workerUrl('draw.worker'), { workerData: { entry: 'draw.worker' } });
     worker.on('message', (m: DrawReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;

@@ -5,6 +5,8 @@ import type { FaceAnalysis, Picture } from '../../domain/face.js';
 import type { AnnotatedFace, AnnotateOptions } from '../annotate.js';
 
 export interface WorkerData {
+  /** Which worker (./entry.ts). */
+  entry: 'analyzer.worker';
   inference: InferenceConfig;
   decode: DecodeConfig;
   logLevel: string;
