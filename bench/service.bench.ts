@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
-import { api, client, photoServer } from '../e2e/support.js';
+import { api, client, LOOPBACK_SERVICE, photoServer } from '../e2e/support.js';
 import { serve } from '../src/bin/serve.js';
 import { parseConfig, type InferenceConfig } from '../src/config/config.js';
 import { PhotoKind, type StageTimings } from '../src/gen/facematch/v1/facematch.js';
@@ -181,10 +181,7 @@ async function main(): Promise<void> {
     FACEMATCH_LOG_LEVEL: 'warn',
     ...process.env,
     FACEMATCH_DATA_DIR: dataDir,
-    FACEMATCH_HOST: '127.0.0.1',
-    FACEMATCH_GRPC_PORT: '0',
-    FACEMATCH_HTTP_PORT: '0',
-    FACEMATCH_SOURCE_ALLOW: '127.0.0.1',
+    ...LOOPBACK_SERVICE,
   });
   const maxConcurrency = Math.max(...CONCURRENCY);
   if (config.server.maxInFlight < maxConcurrency) {

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PhotoKind, type ProcessPhotoResponse } from '../src/gen/facematch/v1/facematch.js';
 import { GROUPS_DIR, MODELS_DIR, REPO, identities } from '../test/support/shared.js';
-import { api, client, photoServer, type Client } from './support.js';
+import { api, client, LOOPBACK_SERVICE, photoServer, type Client } from './support.js';
 
 const EVENT = 'crash';
 const PEOPLE = ['facerec_obama', 'facerec_biden', 'faceapi_sheldon', 'faceapi_leonard'];
@@ -57,10 +57,7 @@ async function startServer(): Promise<Child> {
       FACEMATCH_MODEL_PACK: 'test',
       FACEMATCH_MODELS_DIR: MODELS_DIR,
       FACEMATCH_DATA_DIR: dataDir,
-      FACEMATCH_GRPC_PORT: '0',
-      FACEMATCH_HTTP_PORT: '0',
-      FACEMATCH_HOST: '127.0.0.1',
-      FACEMATCH_SOURCE_ALLOW: '127.0.0.1',
+      ...LOOPBACK_SERVICE,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -13,7 +13,7 @@ import { serve, type Serving } from '../src/bin/serve.js';
 import { SERVICE_NAME } from '../src/transport/grpc/grpc.server.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { GROUPS_DIR, testConfig } from '../test/support/shared.js';
-import { photoServer } from './support.js';
+import { LOOPBACK_SERVICE, photoServer } from './support.js';
 
 let dataDir: string;
 let photos: Awaited<ReturnType<typeof photoServer>>;
@@ -34,14 +34,7 @@ beforeAll(async () => {
   );
   photos = await photoServer(Object.fromEntries(big.map((b, i) => [`/big${i}.jpg`, b])));
   serving = await serve(
-    testConfig({
-      FACEMATCH_DATA_DIR: dataDir,
-      FACEMATCH_GRPC_PORT: '0',
-      FACEMATCH_HTTP_PORT: '0',
-      FACEMATCH_HOST: '127.0.0.1',
-      FACEMATCH_SOURCE_ALLOW: '127.0.0.1',
-      FACEMATCH_MAX_IN_FLIGHT: '4',
-    }),
+    testConfig({ FACEMATCH_DATA_DIR: dataDir, ...LOOPBACK_SERVICE, FACEMATCH_MAX_IN_FLIGHT: '4' }),
     createLogger('warn'),
   );
   base = `http://127.0.0.1:${serving.httpPort}`;

@@ -15,7 +15,7 @@ import { STAGES, stageSpan, SPAN } from '../src/telemetry/attributes.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { pngHeader } from '../test/support/png-bomb.js';
 import { identities, testConfig } from '../test/support/shared.js';
-import { api, client, photoServer, type Client } from './support.js';
+import { api, client, LOOPBACK_SERVICE, photoServer, type Client } from './support.js';
 
 /** Who appears in which group photo (../shared/testdata/README.md). */
 const EXPECTED: Record<string, string[]> = {
@@ -42,13 +42,7 @@ let rpc: ReturnType<typeof api>;
 const spans = new InMemorySpanExporter();
 
 const start = async (): Promise<void> => {
-  const config = testConfig({
-    FACEMATCH_DATA_DIR: dataDir,
-    FACEMATCH_GRPC_PORT: '0',
-    FACEMATCH_HTTP_PORT: '0',
-    FACEMATCH_HOST: '127.0.0.1',
-    FACEMATCH_SOURCE_ALLOW: '127.0.0.0/8',
-  });
+  const config = testConfig({ FACEMATCH_DATA_DIR: dataDir, ...LOOPBACK_SERVICE });
   serving = await serve(config, createLogger('warn'), { exporter: spans });
   c = client(serving.grpcPort);
   rpc = api(c);

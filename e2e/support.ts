@@ -21,6 +21,18 @@ import {
 import { SHARED } from '../test/support/shared.js';
 
 /** Serves ../shared/testdata over http://127.0.0.1:<port>/<path>, plus a few bad answers. */
+/**
+ * The service's settings for a test or bench on this machine: ports chosen by the system, loopback
+ * only, and the loopback photo server allowed as an image source (private addresses are refused
+ * otherwise).
+ */
+export const LOOPBACK_SERVICE = {
+  FACEMATCH_GRPC_PORT: '0',
+  FACEMATCH_HTTP_PORT: '0',
+  FACEMATCH_HOST: '127.0.0.1',
+  FACEMATCH_SOURCE_ALLOW: '127.0.0.0/8',
+} as const;
+
 export async function photoServer(extra: Record<string, Buffer> = {}): Promise<{ base: string; close: () => Promise<void>; hits: () => number }> {
   let hits = 0;
   const blank = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#6080a0' } }).png().toBuffer();

@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Serving } from '../../src/bin/serve.js';
 import { PhotoKind, type ProcessPhotoResponse } from '../../src/gen/facematch/v1/facematch.js';
 import { createLogger } from '../../src/telemetry/logger.js';
-import { api, client, photoServer, type Client } from '../../e2e/support.js';
+import { api, client, LOOPBACK_SERVICE, photoServer, type Client } from '../../e2e/support.js';
 import { identities, testConfig } from '../support/shared.js';
 import { testEnv, testEnvLines, timed, type TestEnvModule } from './test-env.js';
 
@@ -96,13 +96,7 @@ beforeAll(async () => {
   ours = lines.FACEMATCH_MILVUS_ADDRESS === MILVUS && lines.FACEMATCH_POSTGRES_URL === POSTGRES && lines.FACEMATCH_S3_ENDPOINT === S3;
   dataDir = await mkdtemp(path.join(tmpdir(), 'facematch-service-faults-'));
   photos = await photoServer();
-  const config = testConfig({
-    FACEMATCH_DATA_DIR: dataDir,
-    FACEMATCH_GRPC_PORT: '0',
-    FACEMATCH_HTTP_PORT: '0',
-    FACEMATCH_HOST: '127.0.0.1',
-    FACEMATCH_SOURCE_ALLOW: '127.0.0.0/8',
-  });
+  const config = testConfig({ FACEMATCH_DATA_DIR: dataDir, ...LOOPBACK_SERVICE });
   expect(config.stores).toMatchObject({ vectorStore: 'milvus', objectStore: 's3', matchStore: 'postgres' });
   serving = await serve(config, createLogger('fatal'));
   c = client(serving.grpcPort);
