@@ -205,7 +205,7 @@ export class MatchingService {
       this.replaceVectors(
         photoId,
         'action_faces',
-        analysis.faces.map((f, i) => ({ id: faceId(photoId, i), eventId, photoId, embedding: f.embedding })),
+        analysis.faces.map((f, i) => ({ id: faces[i]!.faceId, eventId, photoId, embedding: f.embedding })),
       ),
     );
     // Each face is assigned to its best user only.
@@ -219,7 +219,7 @@ export class MatchingService {
     );
     const now = this.now();
     const matches: MatchRecord[] = best.flatMap((hit, i) =>
-      hit?.userId ? [{ photoId, faceId: faceId(photoId, i), userId: hit.userId, eventId, similarity: hit.similarity, matchedAt: now }] : [],
+      hit?.userId ? [{ photoId, faceId: faces[i]!.faceId, userId: hit.userId, eventId, similarity: hit.similarity, matchedAt: now }] : [],
     );
     await this.stage('record', ctx, () => this.d.matches.replacePhoto(photo, faces, matches));
     return {
