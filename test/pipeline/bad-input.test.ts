@@ -1,13 +1,16 @@
 /** Bad input gets a typed error with a stable code and a readable message; nothing crashes. */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AddressPolicy } from '../../src/adapters/image-source/address-policy.js';
 import { CompositeImageSource } from '../../src/adapters/image-source/composite.image-source.js';
 import { HttpImageSource } from '../../src/adapters/image-source/http.image-source.js';
+import { S3ObjectStore } from '../../src/adapters/s3/s3.object-store.js';
 import type { SourceConfig } from '../../src/config/config.js';
 import { FacematchError } from '../../src/domain/errors.js';
+import type { ObjectStore } from '../../src/ports/object-store.js';
 import { decodeImage } from '../../src/inference/image-decoder.js';
 import { pngHeader } from '../support/png-bomb.js';
 import { group, read, testConfig } from '../support/shared.js';
@@ -15,20 +18,37 @@ import { group, read, testConfig } from '../support/shared.js';
 const config = testConfig();
 
 /** Loopback is allow-listed explicitly, as a deployment would allow-list an internal range. */
-function readImageSource(ref: string, source: SourceConfig, allow = ['127.0.0.0/8']): Promise<Uint8Array> {
+function readImageSource(
+  ref: string,
+  source: SourceConfig,
+  allow = ['127.0.0.0/8'],
+  o: { signal?: AbortSignal; objects?: ObjectStore } = {},
+): Promise<Uint8Array> {
   const http = new HttpImageSource(source, new AddressPolicy(allow));
-  return new CompositeImageSource({ http, localFiles: true, config: source }).read(ref);
+  const objects = o.objects && { store: o.objects, bucket: 'facematch' };
+  return new CompositeImageSource({ http, localFiles: true, config: source, ...(objects ? { objects } : {}) }).read(ref, o.signal);
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
+async function errorOf(p: Promise<unknown>): Promise<FacematchError> {
   try {
     await p;
   } catch (error) {
     expect(error).toBeInstanceOf(FacematchError);
     expect((error as Error).message.length).toBeGreaterThan(10);
-    return (error as FacematchError).code;
+    return error as FacematchError;
   }
   throw new Error('expected a failure');
+}
+
+const codeOf = async (p: Promise<unknown>): Promise<string> => (await errorOf(p)).code;
+
+/** A PNG whose IHDR claims `extraRows` more rows than its IDAT holds (its CRC fixed: the header itself is valid). */
+function withTallerHeader(png: Buffer, extraRows: number): Buffer {
+  const patched = Buffer.from(png);
+  expect(patched.toString('latin1', 12, 16)).toBe('IHDR');
+  patched.writeUInt32BE(patched.readUInt32BE(20) + extraRows, 20);
+  patched.writeUInt32BE(crc32(patched.subarray(12, 29)), 29);
+  return patched;
 }
 
 describe('decoding bad images', () => {
@@ -48,6 +68,38 @@ describe('decoding bad images', () => {
   it('a truncated JPEG is IMAGE_CORRUPT', async () => {
     const jpeg = await read(group('insightface_t1.jpg'));
     expect(await codeOf(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2)), config.decode))).toBe('IMAGE_CORRUPT');
+  });
+
+  it.each(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'] as const)('a real photo as %s cut short is IMAGE_CORRUPT', async (format) => {
+    // 640 pixels wide and the least encoder effort: AVIF and GIF encoders take seconds otherwise.
+    const effort = format === 'avif' ? { effort: 0 } : format === 'gif' ? { effort: 1 } : {};
+    const whole = await sharp(await read(group('insightface_t1.jpg'))).resize(640).toFormat(format, effort).toBuffer();
+    expect((await decodeImage(whole, config.decode)).width).toBe(640);
+    for (const keep of [Math.floor(whole.length * 0.1), Math.floor(whole.length / 2), whole.length - 100]) {
+      const error = await errorOf(decodeImage(whole.subarray(0, keep), config.decode));
+      expect([keep, error.code]).toEqual([keep, 'IMAGE_CORRUPT']);
+    }
+  });
+
+  it('a progressive JPEG and an interlaced PNG cut short are IMAGE_CORRUPT', async () => {
+    const photo = sharp(await read(group('facerec_kit_with_rose.jpg')));
+    for (const whole of [await photo.clone().jpeg({ progressive: true }).toBuffer(), await photo.clone().png({ progressive: true }).toBuffer()]) {
+      expect(await codeOf(decodeImage(whole.subarray(0, Math.floor(whole.length * 0.8)), config.decode))).toBe('IMAGE_CORRUPT');
+    }
+  });
+
+  it('a PNG whose IHDR promises more rows than its IDAT holds is IMAGE_CORRUPT', async () => {
+    const png = await sharp(await read(group('facerec_two_people.jpg'))).png().toBuffer();
+    const { height } = await sharp(png).metadata();
+    const taller = withTallerHeader(png, 10);
+    expect((await sharp(taller).metadata()).height).toBe(height + 10);
+    const error = await errorOf(decodeImage(taller, config.decode));
+    expect(error.code).toBe('IMAGE_CORRUPT');
+    expect(error.message).toMatch(/truncated or damaged PNG/);
+  });
+
+  it('a TIFF signature followed by garbage is IMAGE_CORRUPT, not IMAGE_UNSUPPORTED', async () => {
+    expect(await codeOf(decodeImage(Buffer.from('II*\0 and then nothing of a TIFF', 'latin1'), config.decode))).toBe('IMAGE_CORRUPT');
   });
 
   it('a 50000x50000 PNG header is IMAGE_TOO_LARGE before any pixel is decoded', async () => {
@@ -88,11 +140,12 @@ describe('reading image sources', () => {
   beforeAll(async () => {
     const jpeg = await read(group('facerec_two_people.jpg'));
     server = createServer((req, res) => {
-      if (req.url === '/photo.jpg') res.writeHead(200, { 'content-type': 'image/jpeg' }).end(jpeg);
-      else if (req.url === '/moved') res.writeHead(302, { location: '/photo.jpg' }).end();
-      else if (req.url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
-      else if (req.url === '/loop') res.writeHead(302, { location: '/loop' }).end();
-      else if (req.url === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
+      const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+      if (path === '/photo.jpg') res.writeHead(200, { 'content-type': 'image/jpeg' }).end(jpeg);
+      else if (path === '/moved') res.writeHead(302, { location: '/photo.jpg' }).end();
+      else if (path === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
+      else if (path === '/loop') res.writeHead(302, { location: '/loop' }).end();
+      else if (path === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
       else res.writeHead(404).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -139,5 +192,86 @@ describe('reading image sources', () => {
 
   it('an unsupported scheme is INVALID_ARGUMENT', async () => {
     expect(await codeOf(readImageSource('ftp://example.org/a.jpg', config.source))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('error messages never show a URL\'s credentials or query string', async () => {
+    const secret = (url: string): string => url.replace('//', '//alice:pa55word@') + '?X-Amz-Signature=deadbeef&token=t0ken';
+    const failures = [
+      readImageSource(secret(`${base}/nope.jpg`), config.source),
+      readImageSource(secret(`${base}/slow`), { ...config.source, timeoutMs: 100 }),
+      readImageSource(secret(`${base}/photo.jpg`), { ...config.source, maxBytes: 1000 }),
+      readImageSource(secret(`${base}/photo.jpg`), config.source, []),
+      readImageSource(secret('http://10.0.0.1/x.jpg'), config.source, []),
+      readImageSource(secret('ftp://example.org/a.jpg'), config.source),
+      readImageSource(secret('s3://facematch/a.jpg'), config.source),
+    ];
+    const errors = await Promise.all(failures.map(errorOf));
+    expect(errors.map((e) => e.code)).toEqual([
+      'SOURCE_NOT_FOUND',
+      'SOURCE_UNREACHABLE',
+      'SOURCE_TOO_LARGE',
+      'SOURCE_FORBIDDEN',
+      'SOURCE_FORBIDDEN',
+      'INVALID_ARGUMENT',
+      'INVALID_ARGUMENT',
+    ]);
+    for (const e of errors) expect(e.message).not.toMatch(/alice|pa55word|deadbeef|t0ken|X-Amz/);
+    expect(errors[0]!.message).toContain(`${base}/nope.jpg`);
+  });
+});
+
+describe('cancelling a read', () => {
+  /** A server that accepts requests and never answers; `closed` resolves when its client's socket closes. */
+  let silent: Server;
+  let silentBase: string;
+  let requests = 0;
+  let socketClosed: Promise<void>[] = [];
+  beforeAll(async () => {
+    silent = createServer(() => {
+      requests++;
+    });
+    silent.on('connection', (socket) => socketClosed.push(new Promise((resolve) => socket.once('close', () => resolve()))));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    silentBase = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  });
+  afterAll(() => {
+    silent.closeAllConnections();
+    return new Promise<void>((r) => silent.close(() => r()));
+  });
+
+  // Far beyond the test's own timeout: only the signal can end these reads in time.
+  const patient = { ...config.source, timeoutMs: 600_000 };
+
+  it('a download whose signal aborts after 100 ms is CANCELLED, and the server sees its socket closed', async () => {
+    socketClosed = [];
+    const error = await errorOf(readImageSource(`${silentBase}/never.jpg?sig=s3cret`, patient, undefined, { signal: AbortSignal.timeout(100) }));
+    expect(error.code).toBe('CANCELLED');
+    expect(error.message).not.toContain('s3cret');
+    expect(requests).toBe(1);
+    expect(socketClosed).toHaveLength(1);
+    await socketClosed[0];
+  });
+
+  it('an S3 object read whose signal aborts is CANCELLED without waiting for the store', async () => {
+    const store = S3ObjectStore.open(
+      { endpoint: silentBase, accessKey: 'test', secretKey: 'test-secret', region: 'us-east-1', presignSeconds: 60 },
+      'facematch',
+      { timeoutMs: 600_000 },
+    );
+    const reading = readImageSource('s3://facematch/photos/a.jpg', patient, undefined, { signal: AbortSignal.timeout(100), objects: store });
+    expect(await codeOf(reading)).toBe('CANCELLED');
+  });
+
+  it('a signal aborted before the read starts is CANCELLED for every kind of source', async () => {
+    const before = requests;
+    const signal = AbortSignal.abort();
+    const store = S3ObjectStore.open(
+      { endpoint: silentBase, accessKey: 'test', secretKey: 'test-secret', region: 'us-east-1', presignSeconds: 60 },
+      'facematch',
+    );
+    for (const ref of [`${silentBase}/never.jpg`, 's3://facematch/photos/a.jpg', group('facerec_two_people.jpg')]) {
+      expect(await codeOf(readImageSource(ref, patient, undefined, { signal, objects: store }))).toBe('CANCELLED');
+    }
+    expect(requests).toBe(before);
   });
 });

@@ -1,6 +1,8 @@
 /**
  * Downloads images over http(s) with a byte limit, a timeout over the whole download, at most
- * MAX_REDIRECTS redirects, and the address policy applied to every connection.
+ * MAX_REDIRECTS redirects, and the address policy applied to every connection. An abort signal stops
+ * the download at once (the socket is destroyed) with CancelledError. Messages name URLs through
+ * redactUrl: no credentials, no query string.
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import http from 'node:http';
@@ -8,6 +10,7 @@ import https from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import type { SourceConfig } from '../../config/config.js';
 import {
+  CancelledError,
   FacematchError,
   InvalidArgumentError,
   SourceForbiddenError,
@@ -15,6 +18,7 @@ import {
   SourceTooLargeError,
   SourceUnreachableError,
 } from '../../domain/errors.js';
+import { redactUrl } from '../../domain/redact.js';
 import type { ImageSource } from '../../ports/image-source.js';
 import type { AddressPolicy } from './address-policy.js';
 
@@ -41,14 +45,14 @@ export class HttpImageSource implements ImageSource {
     };
   }
 
-  async read(ref: string): Promise<Uint8Array> {
+  async read(ref: string, signal?: AbortSignal): Promise<Uint8Array> {
     const start = parseHttpUrl(ref);
     const deadline = Date.now() + this.config.timeoutMs;
     let url = start;
     for (let hop = 0; ; hop++) {
-      const answer = await this.get(url, deadline);
+      const answer = await this.get(url, deadline, signal);
       if ('redirect' in answer) {
-        if (hop >= MAX_REDIRECTS) throw new SourceUnreachableError(`${start.href}: more than ${MAX_REDIRECTS} redirects`);
+        if (hop >= MAX_REDIRECTS) throw new SourceUnreachableError(`${redactUrl(start.href)}: more than ${MAX_REDIRECTS} redirects`);
         url = parseHttpUrl(new URL(answer.redirect, url).href);
         continue;
       }
@@ -56,74 +60,74 @@ export class HttpImageSource implements ImageSource {
     }
   }
 
-  private get(url: URL, deadline: number): Promise<{ body: Uint8Array } | { redirect: string }> {
+  private get(url: URL, deadline: number, signal: AbortSignal | undefined): Promise<{ body: Uint8Array } | { redirect: string }> {
     const { maxBytes, timeoutMs } = this.config;
+    const shown = redactUrl(url.href);
+    if (signal?.aborted) return Promise.reject(cancelled(shown, signal));
     // An address literal is connected to without a DNS lookup, so it is checked here.
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     if (isIP(host)) {
       const why = this.policy.refusal(host);
-      if (why) return Promise.reject(new SourceForbiddenError(`${url.href}: ${why}; refused (SSRF guard)`));
+      if (why) return Promise.reject(new SourceForbiddenError(`${shown}: ${why}; refused (SSRF guard)`));
     }
     const client = url.protocol === 'https:' ? https : http;
-    return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const answer = new Promise<{ body: Uint8Array } | { redirect: string }>((resolve, reject) => {
       const fail = (error: unknown): void => {
         req.destroy();
         if (error instanceof FacematchError) return reject(error);
         const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-        reject(new SourceUnreachableError(`cannot download ${url.href}: ${code}`, { cause: error }));
+        reject(new SourceUnreachableError(`cannot download ${shown}: ${code}`, { cause: error }));
       };
-      const remaining = deadline - Date.now();
-      const timer = setTimeout(
-        () => fail(new SourceUnreachableError(`cannot download ${url.href}: no complete answer within ${timeoutMs} ms`)),
-        Math.max(0, remaining),
+      timer = setTimeout(
+        () => fail(new SourceUnreachableError(`cannot download ${shown}: no complete answer within ${timeoutMs} ms`)),
+        Math.max(0, deadline - Date.now()),
       );
+      onAbort = () => fail(cancelled(shown, signal!));
+      signal?.addEventListener('abort', onAbort, { once: true });
       const req = client.get(url, { lookup: this.lookup, headers: { 'user-agent': 'facematch' } }, (res) => {
         const status = res.statusCode ?? 0;
         if (status >= 300 && status < 400 && res.headers.location) {
           res.resume();
-          clearTimeout(timer);
           return resolve({ redirect: res.headers.location });
         }
         if (status === 404 || status === 410) {
           res.resume();
-          clearTimeout(timer);
-          return reject(new SourceNotFoundError(`${url.href} answered ${status}`));
+          return reject(new SourceNotFoundError(`${shown} answered ${status}`));
         }
         if (status < 200 || status >= 300) {
           res.resume();
-          clearTimeout(timer);
-          return reject(new SourceUnreachableError(`${url.href} answered ${status} ${res.statusMessage ?? ''}`.trim()));
+          return reject(new SourceUnreachableError(`${shown} answered ${status} ${res.statusMessage ?? ''}`.trim()));
         }
         const declared = Number(res.headers['content-length'] ?? NaN);
-        if (declared > maxBytes) {
-          clearTimeout(timer);
-          return fail(new SourceTooLargeError(`${url.href} is ${declared} bytes; the limit is ${maxBytes}`));
-        }
+        if (declared > maxBytes) return fail(new SourceTooLargeError(`${shown} is ${declared} bytes; the limit is ${maxBytes}`));
         const chunks: Buffer[] = [];
         let total = 0;
         res.on('data', (chunk: Buffer) => {
           total += chunk.length;
-          if (total > maxBytes) {
-            clearTimeout(timer);
-            fail(new SourceTooLargeError(`${url.href} is larger than the limit of ${maxBytes} bytes`));
-          } else chunks.push(chunk);
+          if (total > maxBytes) fail(new SourceTooLargeError(`${shown} is larger than the limit of ${maxBytes} bytes`));
+          else chunks.push(chunk);
         });
         res.on('end', () => {
-          clearTimeout(timer);
-          if (!res.complete) return fail(new SourceUnreachableError(`download of ${url.href} was cut short`));
+          if (!res.complete) return fail(new SourceUnreachableError(`download of ${shown} was cut short`));
           resolve({ body: Buffer.concat(chunks, total) });
         });
-        res.on('error', (e) => {
-          clearTimeout(timer);
-          fail(e);
-        });
+        res.on('error', fail);
       });
-      req.on('error', (e) => {
-        clearTimeout(timer);
-        fail(e);
-      });
+      req.on('error', fail);
+    });
+    // Whatever the outcome: no timer left running, and no listener left on a signal that may outlive the download.
+    return answer.finally(() => {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     });
   }
+}
+
+/** The error of a download stopped by its caller; the signal's reason is the cause. */
+export function cancelled(shown: string, signal: AbortSignal): CancelledError {
+  return new CancelledError(`download of ${shown} cancelled`, { cause: signal.reason });
 }
 
 function parseHttpUrl(ref: string): URL {
@@ -131,10 +135,10 @@ function parseHttpUrl(ref: string): URL {
   try {
     url = new URL(ref);
   } catch {
-    throw new InvalidArgumentError(`"${ref}" is not a URL`);
+    throw new InvalidArgumentError(`"${redactUrl(ref)}" is not a URL`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new InvalidArgumentError(`unsupported URL scheme "${url.protocol}" in ${ref}; use http(s) or s3://bucket/key`);
+    throw new InvalidArgumentError(`unsupported URL scheme "${url.protocol}" in ${redactUrl(ref)}; use http(s) or s3://bucket/key`);
   }
   return url;
 }
