@@ -17,6 +17,7 @@
 import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
 import type { Box, Face, FaceAnalysis, Landmarks, Picture } from '../domain/face.js';
+import { checkId } from '../domain/ids.js';
 import {
   DEFAULT_EVENT,
   faceId,
@@ -116,17 +117,8 @@ export interface ProcessPhotoResult {
   timings: StageTimes;
 }
 
-const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/;
 /** How many action-shot faces one selfie may be matched to in an event, at most. */
 const MAX_SELFIE_HITS = 10_000;
-
-function checkId(what: string, value: string | undefined): string {
-  if (!value) throw new InvalidArgumentError(`${what} is required`);
-  if (!ID.test(value)) {
-    throw new InvalidArgumentError(`${what} "${value}" must be 1-200 characters of letters, digits and . _ : @ - (starting with a letter or digit)`);
-  }
-  return value;
-}
 
 export const annotatedKey = (eventId: string, photoId: string): string => `annotated/${eventId}/${photoId}.jpg`;
 

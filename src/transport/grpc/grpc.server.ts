@@ -1,14 +1,15 @@
 /**
- * The gRPC server: FacematchService, the standard health service, server reflection, message size
- * limits, a bound on work in flight, and typed errors mapped to status codes (with the stable error
- * code in the `facematch-error-code` trailer).
+ * The gRPC server: FacematchService (the RPC table of rpc.ts, shared with REST), the standard
+ * health service, server reflection, message size limits, and typed errors mapped to status codes
+ * (with the stable error code in the `facematch-error-code` trailer). A request that does not
+ * decode is INVALID_ARGUMENT (grpc-js itself would answer INTERNAL); a caller that cancels or whose
+ * deadline passes aborts the call's signal.
  */
 import path from 'node:path';
 import {
   Metadata,
   Server,
   ServerCredentials,
-  status,
   type ServerUnaryCall,
   type sendUnaryData,
   type ServiceError,
@@ -17,138 +18,78 @@ import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { PACKAGE_ROOT } from '../../config/config.js';
-import { InvalidArgumentError, toFacematchError } from '../../domain/errors.js';
-import type { PhotoKind as DomainKind } from '../../domain/photo.js';
-import {
-  FacematchServiceService,
-  PhotoKind,
-  SearchCollection,
-  type FacematchServiceServer,
-  type ProcessPhotoResponse,
-} from '../../gen/facematch/v1/facematch.js';
-import type { MatchingService, ProcessPhotoResult } from '../../services/matching.service.js';
-import type { Logger } from '../../telemetry/logger.js';
-import type { InFlightLimiter } from '../in-flight.js';
-import type { Metrics } from '../metrics.js';
+import { InvalidArgumentError, type FacematchError } from '../../domain/errors.js';
+import { FacematchServiceService, type FacematchServiceServer } from '../../gen/facematch/v1/facematch.js';
+import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { grpcStatus } from './grpc-status.js';
 
 export const SERVICE_NAME = 'facematch.v1.FacematchService';
 export const PROTO_FILE = path.join(PACKAGE_ROOT, 'proto', 'facematch', 'v1', 'facematch.proto');
 
-export interface GrpcDeps {
-  service: MatchingService;
-  limiter: InFlightLimiter;
-  metrics: Metrics;
-  log: Logger;
+export interface GrpcDeps extends RpcDeps {
   maxMessageBytes: number;
 }
 
-const KINDS: Partial<Record<PhotoKind, DomainKind>> = {
-  [PhotoKind.PHOTO_KIND_ACTION_SHOT]: 'ACTION_SHOT',
-  [PhotoKind.PHOTO_KIND_FACECAM]: 'FACECAM',
-};
-const TO_WIRE: Record<DomainKind, PhotoKind> = {
-  ACTION_SHOT: PhotoKind.PHOTO_KIND_ACTION_SHOT,
-  FACECAM: PhotoKind.PHOTO_KIND_FACECAM,
-};
+/** What a request that did not decode becomes: the handler answers INVALID_ARGUMENT with the reason. */
+const MALFORMED = Symbol('malformed request');
+type Malformed = { [MALFORMED]: string };
+const isMalformed = (value: unknown): value is Malformed => typeof value === 'object' && value !== null && MALFORMED in value;
 
-export function toWire(r: ProcessPhotoResult): ProcessPhotoResponse {
-  const t = r.timings;
-  return {
-    photoId: r.photoId,
-    eventId: r.eventId,
-    kind: TO_WIRE[r.kind],
-    width: r.width,
-    height: r.height,
-    faces: r.faces.map((f) => ({
-      faceId: f.faceId,
-      box: f.box,
-      score: f.score,
-      landmarks: f.landmarks.map(([x, y]) => ({ x, y })),
-      matches: f.matches.map((m) => ({ userId: m.userId ?? '', photoId: m.photoId, faceId: m.faceId, similarity: m.similarity })),
-    })),
-    annotated: r.annotated,
-    timings: {
-      fetchMs: t.fetch ?? 0,
-      decodeMs: t.decode ?? 0,
-      detectMs: t.detect ?? 0,
-      alignMs: t.align ?? 0,
-      embedMs: t.embed ?? 0,
-      storeMs: t.store ?? 0,
-      searchMs: t.search ?? 0,
-      drawMs: t.draw ?? 0,
-      uploadMs: t.upload ?? 0,
-      recordMs: t.record ?? 0,
-      totalMs: t.total,
-    },
-    matches: r.matches.map((m) => ({ userId: m.userId ?? '', photoId: m.photoId, faceId: m.faceId, similarity: m.similarity })),
-  };
+/**
+ * The generated service definition with a request decoder that never throws: a decode failure in
+ * grpc-js ends the call with INTERNAL before any handler runs, so it is handed on as a value.
+ */
+export function tolerantDefinition(): typeof FacematchServiceService {
+  return Object.fromEntries(
+    Object.entries(FacematchServiceService).map(([name, method]) => [
+      name,
+      {
+        ...method,
+        requestDeserialize: (bytes: Buffer): unknown => {
+          try {
+            return (method.requestDeserialize as (b: Buffer) => unknown)(bytes);
+          } catch (error) {
+            return { [MALFORMED]: error instanceof Error ? error.message : String(error) };
+          }
+        },
+      },
+    ]),
+  ) as unknown as typeof FacematchServiceService;
 }
 
-/** Wraps a use case as a unary handler: deadline check, error mapping, metrics. */
-function unary<Req, Res>(
-  name: string,
-  d: GrpcDeps,
-  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
-): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+/** A method of the table as a unary handler: cancellation, the shared invoke, status and trailer. */
+function unary<Req, Res>(d: RpcDeps, m: Method<Req, Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
-    const t0 = performance.now();
     const controller = new AbortController();
+    // Emitted when the client cancels or disconnects, and when the call's deadline passes.
     call.on('cancelled', () => controller.abort());
-    fn(call.request, controller.signal)
-      .then((res) => {
-        d.metrics.observe(name, 'grpc', 'OK', (performance.now() - t0) / 1000);
-        callback(null, res);
-      })
-      .catch((error: unknown) => {
-        const e = toFacematchError(error);
-        const code = grpcStatus(e.code);
-        if (code === status.INTERNAL) d.log.error({ err: e, cause: (e.cause as Error | undefined)?.message, rpc: name }, 'rpc failed');
-        d.metrics.observe(name, 'grpc', e.code, (performance.now() - t0) / 1000);
+    if (call.cancelled) controller.abort();
+    const parse = (): Req => {
+      const request: unknown = call.request;
+      if (isMalformed(request)) throw new InvalidArgumentError(`the request is not a valid ${m.name}Request: ${shorten(request[MALFORMED])}`);
+      return request as Req;
+    };
+    invoke(d, m, parse, 'grpc', controller.signal).then(
+      (res) => callback(null, res),
+      (error: unknown) => {
+        const e = error as FacematchError;
         const metadata = new Metadata();
         metadata.set('facematch-error-code', e.code);
-        const err: Partial<ServiceError> = { code, details: e.message, message: e.message, metadata };
+        const err: Partial<ServiceError> = { code: grpcStatus(e.code), details: e.message, message: e.message, metadata };
         callback(err);
-      });
+      },
+    );
   };
 }
 
-export function facematchHandlers(d: GrpcDeps): FacematchServiceServer {
-  const s = d.service;
+export function facematchHandlers(d: RpcDeps): FacematchServiceServer {
+  const t = rpcTable(d);
   return {
-    processPhoto: unary('ProcessPhoto', d, async (req, signal) => {
-      const kind = KINDS[req.kind];
-      if (!kind) throw new InvalidArgumentError(`kind must be PHOTO_KIND_ACTION_SHOT or PHOTO_KIND_FACECAM, got ${req.kind}`);
-      const result = await d.limiter.run(() =>
-        s.processPhoto({
-          photoId: req.photoId,
-          imageUrl: req.imageUrl,
-          kind,
-          ...(req.eventId ? { eventId: req.eventId } : {}),
-          ...(req.userId ? { userId: req.userId } : {}),
-          signal,
-        }),
-      );
-      d.metrics.observeStages(result.timings);
-      d.metrics.faces.inc(result.faces.length);
-      return toWire(result);
-    }),
-    listUserPhotos: unary('ListUserPhotos', d, async (req) => ({
-      photos: await s.listUserPhotos(req.userId, req.eventId || undefined),
-    })),
-    searchFaces: unary('SearchFaces', d, async (req, signal) => {
-      const target =
-        req.collection === SearchCollection.SEARCH_COLLECTION_USERS
-          ? 'users'
-          : req.collection === SearchCollection.SEARCH_COLLECTION_ACTION_SHOTS
-            ? 'action_shots'
-            : undefined;
-      if (!target) throw new InvalidArgumentError('collection must be SEARCH_COLLECTION_USERS or SEARCH_COLLECTION_ACTION_SHOTS');
-      const matches = await d.limiter.run(() => s.searchFaces(req.imageUrl, req.eventId || undefined, req.limit, target, signal));
-      return { matches: matches.map((m) => ({ userId: m.userId ?? '', photoId: m.photoId, faceId: m.faceId, similarity: m.similarity })) };
-    }),
-    deletePhoto: unary('DeletePhoto', d, async (req) => ({ deleted: await s.deletePhoto(req.photoId) })),
-    forgetUser: unary('ForgetUser', d, (req) => s.forgetUser(req.userId)),
+    processPhoto: unary(d, t.processPhoto),
+    listUserPhotos: unary(d, t.listUserPhotos),
+    searchFaces: unary(d, t.searchFaces),
+    deletePhoto: unary(d, t.deletePhoto),
+    forgetUser: unary(d, t.forgetUser),
   };
 }
 
@@ -163,7 +104,7 @@ export async function startGrpcServer(d: GrpcDeps, host: string, port: number): 
     'grpc.max_receive_message_length': d.maxMessageBytes,
     'grpc.max_send_message_length': d.maxMessageBytes,
   });
-  server.addService(FacematchServiceService, facematchHandlers(d));
+  server.addService(tolerantDefinition(), facematchHandlers(d));
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   health.addToServer(server);
   const definition = loadSync(PROTO_FILE, { includeDirs: [path.join(PACKAGE_ROOT, 'proto')] });

@@ -1,19 +1,28 @@
 /**
  * HTTP beside gRPC: /healthz (the process answers), /readyz (models loaded, stores reachable),
- * /metrics (Prometheus), and a JSON REST fallback mirroring the RPCs:
- *   POST   /v1/photos                    {photoId, imageUrl, eventId?, kind, userId?} → ProcessPhoto
- *   GET    /v1/users/{userId}/photos?eventId=                                        → ListUserPhotos
- *   POST   /v1/faces:search              {imageUrl, eventId?, limit?, target?}       → SearchFaces
- *   DELETE /v1/photos/{photoId}                                                      → DeletePhoto
- *   DELETE /v1/users/{userId}                                                        → ForgetUser
+ * /metrics (Prometheus), and REST: the proto3 JSON mapping of the same RPCs (rpc.ts), run by the
+ * same handlers with the same checks, bound, cancellation and error codes:
+ *   POST   /v1/photos                    ProcessPhotoRequest                     → ProcessPhoto
+ *   GET    /v1/users/{userId}/photos?eventId=                                    → ListUserPhotos
+ *   POST   /v1/faces:search              SearchFacesRequest                      → SearchFaces
+ *   DELETE /v1/photos/{photoId}                                                  → DeletePhoto
+ *   DELETE /v1/users/{userId}                                                    → ForgetUser
+ * A request body is the request message in proto3 JSON; the answer is the response message, with
+ * default values written out. The short forms of the first REST version are still read: `kind`
+ * "ACTION_SHOT" / "FACECAM", and `target` "users" / "action_shots" for `collection`.
+ *
+ * A client that disconnects cancels its request as a gRPC caller's cancel or deadline does.
+ * Errors: `{code, message}` with the status of http-status.ts; an unknown path 404, a known path
+ * with another method 405 and an Allow header, a malformed percent-escape in a path 400, a body
+ * over the size limit 413.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { InvalidArgumentError, toFacematchError } from '../../domain/errors.js';
-import type { MatchingService } from '../../services/matching.service.js';
+import { InvalidArgumentError } from '../../domain/errors.js';
+import { quote } from '../../domain/ids.js';
 import type { Logger } from '../../telemetry/logger.js';
-import type { InFlightLimiter } from '../in-flight.js';
-import type { Metrics } from '../metrics.js';
+import { requestFromJson, responseToJson } from '../proto-json.js';
+import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { httpStatus } from './http-status.js';
 
 export interface Readiness {
@@ -21,132 +30,182 @@ export interface Readiness {
   checks: Record<string, string>;
 }
 
-export interface HttpDeps {
-  service: MatchingService;
-  limiter: InFlightLimiter;
-  metrics: Metrics;
+export interface HttpDeps extends RpcDeps {
   ready: () => Promise<Readiness>;
   log: Logger;
   /** Largest accepted request body. */
   maxBodyBytes: number;
 }
 
+/** A refusal by the HTTP layer itself (no such route, wrong method, body too large). */
 class HttpError extends Error {
   constructor(
     readonly status: number,
+    readonly code: 'NOT_FOUND' | 'INVALID_ARGUMENT',
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
 }
 
-async function readJson(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limit) throw new HttpError(413, `request body over ${limit} bytes`);
+    if (size > limit) throw new HttpError(413, 'INVALID_ARGUMENT', `request body over ${limit} bytes`);
     chunks.push(chunk);
   }
-  if (size === 0) return {};
+  return Buffer.concat(chunks);
+}
+
+function parseJson(body: Buffer): unknown {
+  if (body.length === 0) return {};
   try {
-    const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
-    return value as Record<string, unknown>;
+    return JSON.parse(body.toString('utf8'));
   } catch {
-    throw new InvalidArgumentError('the request body must be a JSON object');
+    throw new InvalidArgumentError('the request body is not JSON');
   }
 }
 
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-
-function send(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+function send(res: ServerResponse, status: number, body: unknown, type = 'application/json', headers: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
   const text = type === 'application/json' ? JSON.stringify(body) : String(body);
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': type, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
+/** A path segment, percent-decoded; a malformed escape is the caller's mistake. */
+function segment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new InvalidArgumentError(`malformed percent-escape in the path segment ${quote(raw)}`);
+  }
+}
+
+/** The first REST version's short forms, read as their proto3 JSON names. */
+const LEGACY_KIND: Record<string, string> = { ACTION_SHOT: 'PHOTO_KIND_ACTION_SHOT', FACECAM: 'PHOTO_KIND_FACECAM' };
+const LEGACY_COLLECTION: Record<string, string> = {
+  users: 'SEARCH_COLLECTION_USERS',
+  action_shots: 'SEARCH_COLLECTION_ACTION_SHOTS',
+  USERS: 'SEARCH_COLLECTION_USERS',
+  ACTION_SHOTS: 'SEARCH_COLLECTION_ACTION_SHOTS',
+};
+
+function legacyProcess(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+  const b = body as Record<string, unknown>;
+  return typeof b.kind === 'string' && LEGACY_KIND[b.kind] ? { ...b, kind: LEGACY_KIND[b.kind] } : b;
+}
+
+function legacySearch(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+  const { target, ...b } = body as Record<string, unknown>;
+  const collection = b.collection ?? target;
+  if (collection === undefined) return b;
+  return { ...b, collection: typeof collection === 'string' ? LEGACY_COLLECTION[collection] ?? collection : collection };
+}
+
+interface Request {
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** The raw (still percent-encoded) path parameters. */
+  params: string[];
+  query: URLSearchParams;
+  signal: AbortSignal;
+}
+
+/** What a route does: answers the request. */
+type Handler = (r: Request) => Promise<void>;
+
 export function createHttpServer(d: HttpDeps): Server {
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<string> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
-    const method = req.method ?? 'GET';
-    if (method === 'GET' && path === '/healthz') {
-      send(res, 200, { status: 'ok' });
-      return 'healthz';
-    }
-    if (method === 'GET' && path === '/readyz') {
-      const r = await d.ready();
-      send(res, r.ok ? 200 : 503, { status: r.ok ? 'ready' : 'not ready', checks: r.checks });
-      return 'readyz';
-    }
-    if (method === 'GET' && path === '/metrics') {
-      send(res, 200, await d.metrics.registry.metrics(), d.metrics.registry.contentType);
-      return 'metrics';
-    }
-    if (method === 'POST' && path === '/v1/photos') {
-      const b = await readJson(req, d.maxBodyBytes);
-      const kind = str(b.kind);
-      if (kind !== 'ACTION_SHOT' && kind !== 'FACECAM') {
-        throw new InvalidArgumentError(`kind must be ACTION_SHOT or FACECAM, got ${JSON.stringify(b.kind ?? null)}`);
+  const table = rpcTable(d);
+
+  /** A REST route onto an RPC: `request` builds the request's proto3 JSON form. */
+  const rpc =
+    <Req, Res>(m: Method<Req, Res>, request: (r: Request, body: () => Promise<unknown>) => Promise<unknown>): Handler =>
+    async (r) => {
+      let body: Buffer | undefined;
+      if (r.req.method === 'POST') body = await readBody(r.req, d.maxBodyBytes);
+      const json = () => Promise.resolve(parseJson(body ?? Buffer.alloc(0)));
+      try {
+        const res = await invoke(d, m, async () => requestFromJson(m.request, await request(r, json)), 'http', r.signal);
+        send(r.res, 200, responseToJson(m.response, res));
+      } catch (error) {
+        const e = error as { code: Parameters<typeof httpStatus>[0]; toJSON(): unknown };
+        send(r.res, httpStatus(e.code), e.toJSON());
       }
-      const result = await d.limiter.run(() =>
-        d.service.processPhoto({
-          photoId: str(b.photoId) ?? '',
-          imageUrl: str(b.imageUrl) ?? '',
-          kind: kind,
-          ...(str(b.eventId) ? { eventId: str(b.eventId)! } : {}),
-          ...(str(b.userId) ? { userId: str(b.userId)! } : {}),
+    };
+
+  const routes: { path: RegExp; methods: Record<string, Handler> }[] = [
+    { path: /^\/healthz$/, methods: { GET: ({ res }) => Promise.resolve(send(res, 200, { status: 'ok' })) } },
+    {
+      path: /^\/readyz$/,
+      methods: {
+        GET: async ({ res }) => {
+          const r = await d.ready();
+          send(res, r.ok ? 200 : 503, { status: r.ok ? 'ready' : 'not ready', checks: r.checks });
+        },
+      },
+    },
+    {
+      path: /^\/metrics$/,
+      methods: { GET: async ({ res }) => send(res, 200, await d.metrics.registry.metrics(), d.metrics.registry.contentType) },
+    },
+    { path: /^\/v1\/photos$/, methods: { POST: rpc(table.processPhoto, async (_, body) => legacyProcess(await body())) } },
+    {
+      path: /^\/v1\/photos\/([^/]+)$/,
+      methods: { DELETE: rpc(table.deletePhoto, (r) => Promise.resolve({ photoId: segment(r.params[0]!) })) },
+    },
+    {
+      path: /^\/v1\/users\/([^/]+)\/photos$/,
+      methods: {
+        GET: rpc(table.listUserPhotos, (r) => {
+          const eventId = r.query.get('eventId') ?? r.query.get('event_id');
+          return Promise.resolve({ userId: segment(r.params[0]!), ...(eventId !== null ? { eventId } : {}) });
         }),
-      );
-      d.metrics.observeStages(result.timings);
-      send(res, 200, result);
-      return 'ProcessPhoto';
+      },
+    },
+    { path: /^\/v1\/users\/([^/]+)$/, methods: { DELETE: rpc(table.forgetUser, (r) => Promise.resolve({ userId: segment(r.params[0]!) })) } },
+    { path: /^\/v1\/faces:search$/, methods: { POST: rpc(table.searchFaces, async (_, body) => legacySearch(await body())) } },
+  ];
+
+  const route = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
+    const target = req.url ?? '/';
+    const at = target.indexOf('?');
+    const path = at === -1 ? target : target.slice(0, at);
+    const query = new URLSearchParams(at === -1 ? '' : target.slice(at + 1));
+    const method = req.method ?? 'GET';
+    for (const r of routes) {
+      const m = r.path.exec(path);
+      if (!m) continue;
+      const handler = r.methods[method] ?? (method === 'HEAD' ? r.methods.GET : undefined);
+      if (!handler) {
+        const allow = Object.keys(r.methods).flatMap((v) => (v === 'GET' ? ['GET', 'HEAD'] : [v])).join(', ');
+        throw new HttpError(405, 'INVALID_ARGUMENT', `${method} is not allowed on this path; allowed: ${allow}`, { allow });
+      }
+      return handler({ req, res, params: m.slice(1), query, signal });
     }
-    const userPhotos = /^\/v1\/users\/([^/]+)\/photos$/.exec(path);
-    if (method === 'GET' && userPhotos) {
-      const photos = await d.service.listUserPhotos(decodeURIComponent(userPhotos[1]!), url.searchParams.get('eventId') ?? undefined);
-      send(res, 200, { photos });
-      return 'ListUserPhotos';
-    }
-    if (method === 'POST' && path === '/v1/faces:search') {
-      const b = await readJson(req, d.maxBodyBytes);
-      const target = str(b.target) === 'action_shots' ? 'action_shots' : 'users';
-      const matches = await d.limiter.run(() =>
-        d.service.searchFaces(str(b.imageUrl) ?? '', str(b.eventId), typeof b.limit === 'number' ? b.limit : 10, target),
-      );
-      send(res, 200, { matches });
-      return 'SearchFaces';
-    }
-    const photo = /^\/v1\/photos\/([^/]+)$/.exec(path);
-    if (method === 'DELETE' && photo) {
-      send(res, 200, { deleted: await d.service.deletePhoto(decodeURIComponent(photo[1]!)) });
-      return 'DeletePhoto';
-    }
-    const user = /^\/v1\/users\/([^/]+)$/.exec(path);
-    if (method === 'DELETE' && user) {
-      send(res, 200, await d.service.forgetUser(decodeURIComponent(user[1]!)));
-      return 'ForgetUser';
-    }
-    throw new HttpError(404, `no route for ${method} ${path}`);
+    throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${shorten(path)}`);
   };
 
   return createServer((req, res) => {
-    const t0 = performance.now();
-    route(req, res)
-      .then((name) => {
-        if (name !== 'healthz' && name !== 'readyz' && name !== 'metrics') {
-          d.metrics.observe(name, 'http', 'OK', (performance.now() - t0) / 1000);
-        }
-      })
-      .catch((error: unknown) => {
-        if (error instanceof HttpError) return send(res, error.status, { code: error.status === 404 ? 'NOT_FOUND' : 'INVALID_ARGUMENT', message: error.message });
-        const e = toFacematchError(error);
-        const status = httpStatus(e.code);
-        if (status >= 500) d.log.error({ err: e, cause: (e.cause as Error | undefined)?.message }, 'request failed');
-        d.metrics.observe('rest', 'http', e.code, (performance.now() - t0) / 1000);
-        send(res, status, e.toJSON());
-      });
+    const controller = new AbortController();
+    // The client went away before its answer was written: its request is cancelled.
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    route(req, res, controller.signal).catch((error: unknown) => {
+      if (error instanceof HttpError) {
+        // Whatever is left of the body is not read: the connection closes after the answer.
+        if (error.status === 413) res.setHeader('connection', 'close');
+        return send(res, error.status, { code: error.code, message: error.message }, 'application/json', error.headers);
+      }
+      d.log.error({ err: error as Error, url: shorten(req.url ?? '') }, 'http request failed');
+      send(res, 500, { code: 'INTERNAL', message: 'internal error' });
+    });
   });
 }
 
