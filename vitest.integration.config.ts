@@ -48,6 +48,7 @@ const ORDER = [
   'test/integration/milvus.vector-store.test.ts', // stops and restarts Milvus
   'e2e/matching.e2e.test.ts',
   'test/integration/cli.test.ts',
+  'test/integration/concurrent-replicas.test.ts', // two service processes, the same ids at once
   'test/integration/service-faults.test.ts', // stops and restarts each server under a running service
 ];
 

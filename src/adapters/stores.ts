@@ -7,15 +7,18 @@
 import path from 'node:path';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../domain/errors.js';
+import type { KeyedLocks } from '../ports/locks.js';
 import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
 import type { VectorStore } from '../ports/vector-store.js';
 import type { Logger } from '../telemetry/logger.js';
+import { InProcessLocks } from './embedded/in-process.locks.js';
 import { LocalObjectStore } from './embedded/local.object-store.js';
 import { PgliteDatabase } from './embedded/pglite.database.js';
 import { PgliteMatchStore } from './embedded/pglite.match-store.js';
 import { PgliteVectorStore } from './embedded/pglite.vector-store.js';
 import { MilvusVectorStore } from './milvus/milvus.vector-store.js';
+import { PostgresAdvisoryLocks } from './postgres/postgres.locks.js';
 import { describePostgres, PostgresMatchStore } from './postgres/postgres.match-store.js';
 import { S3ObjectStore } from './s3/s3.object-store.js';
 
@@ -23,6 +26,12 @@ export interface OpenStores {
   vectors: VectorStore;
   objects: ObjectStore;
   matches: MatchStore;
+  /**
+   * One writer of a photo (and of a user's enrolment) at a time: PostgreSQL advisory locks when
+   * the match store is PostgreSQL (shared by the replicas), else within this process (the embedded
+   * database admits one process).
+   */
+  locks: KeyedLocks;
   /** Closes every store (and the shared embedded database). */
   close(): Promise<void>;
 }
@@ -81,6 +90,15 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
       }
     }
 
+    let locks: KeyedLocks;
+    if (stores.matchStore === 'postgres' && config.postgres) {
+      const held = PostgresAdvisoryLocks.open(config.postgres, log);
+      closers.push(() => held.close());
+      locks = held;
+    } else {
+      locks = new InProcessLocks();
+    }
+
     let objects: ObjectStore;
     switch (stores.objectStore) {
       case 'embedded':
@@ -103,7 +121,7 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
       },
       'stores open',
     );
-    return { vectors, objects, matches, close };
+    return { vectors, objects, matches, locks, close };
   } catch (error) {
     // A store opened before the failure is closed; an embedded database still opening too.
     await embedded?.catch(() => undefined);

@@ -13,6 +13,7 @@ import { PACKAGE_ROOT, type Config } from '../config/config.js';
 import { toFacematchError } from '../domain/errors.js';
 import { DrawWorker } from '../inference/draw-worker.js';
 import { AnalyzerPool } from '../inference/analyzer-pool.js';
+import type { KeyedLocks } from '../ports/locks.js';
 import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
 import type { VectorStore } from '../ports/vector-store.js';
@@ -24,6 +25,7 @@ export interface Stores {
   vectors: VectorStore;
   objects: ObjectStore;
   matches: MatchStore;
+  locks: KeyedLocks;
   close(): Promise<void>;
 }
 
@@ -92,6 +94,7 @@ function assemble(config: Config, analyzer: AnalyzerPool, stores: Stores, o: { t
     vectors: stores.vectors,
     objects: stores.objects,
     matches: stores.matches,
+    locks: stores.locks,
     annotate: (source, faces, size) =>
       drawing.draw(source, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: config.stores.annotatedMaxSide }),
     tracer: o.tracer,

@@ -1,26 +1,46 @@
 /**
- * A pool of inference worker threads, each with its own onnxruntime sessions. Photos go to the
- * least busy worker; the main thread only moves bytes and results. With N workers on C cores each
- * session gets C/N intra-op threads unless configured, so concurrent requests do not oversubscribe.
+ * A pool of inference worker threads, each with its own onnxruntime sessions. Photos wait in one
+ * queue on the main thread and go to the first idle worker, one photo per worker at a time; the
+ * main thread only moves bytes and results. With N workers on C cores each session gets C/N
+ * intra-op threads unless configured, so concurrent requests do not oversubscribe.
+ *
+ * Cancellation: a photo whose caller's signal aborts while it is queued is dropped from the queue;
+ * one already running in a worker finishes there (onnxruntime cannot stop a run), but its caller is
+ * answered at once and the result is dropped.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DecodeConfig, InferenceConfig } from '../config/config.js';
-import { errorFromJSON, InternalError } from '../domain/errors.js';
+import { CancelledError, errorFromJSON, InternalError } from '../domain/errors.js';
 import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
 import { workerUrl } from './worker/entry.js';
 import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
 
+interface Job {
+  id: number;
+  bytes: Uint8Array<ArrayBuffer>;
+  what?: string;
+  keepPicture: boolean;
+  /** Settles the caller's promise once (later calls do nothing). */
+  resolve: (a: FaceAnalysis) => void;
+  reject: (e: Error) => void;
+  /** Stops listening to the caller's signal. */
+  detach: () => void;
+}
+
 interface Slot {
   worker: Worker;
-  busy: number;
-  pending: Map<number, { resolve: (a: FaceAnalysis) => void; reject: (e: Error) => void }>;
+  /** The photo the worker is analysing. */
+  running?: Job;
+  /** The worker died: it takes no more photos. */
+  dead?: boolean;
 }
 
 export class AnalyzerPool {
   private nextId = 1;
   private closed = false;
+  private readonly queue: Job[] = [];
 
   private constructor(
     private readonly slots: Slot[],
@@ -75,7 +95,7 @@ export class AnalyzerPool {
       worker.once('error', onError);
       worker.once('message', (m: WorkerReady | WorkerFailed) => {
         worker.off('error', onError);
-        if (m.ready) resolve({ slot: { worker, busy: 0, pending: new Map() }, ready: m });
+        if (m.ready) resolve({ slot: { worker }, ready: m });
         else {
           void worker.terminate();
           reject(errorFromJSON(m.error));
@@ -86,46 +106,94 @@ export class AnalyzerPool {
 
   private listen(slot: Slot): void {
     slot.worker.on('message', (m: WorkerReply) => {
-      const p = slot.pending.get(m.id);
-      if (!p) return;
-      slot.pending.delete(m.id);
-      slot.busy--;
-      if (m.ok) p.resolve(m.analysis);
-      else p.reject(errorFromJSON(m.error));
+      const job = slot.running;
+      if (!job || job.id !== m.id) return;
+      slot.running = undefined;
+      if (m.ok) job.resolve(m.analysis);
+      else job.reject(errorFromJSON(m.error));
+      this.dispatch();
     });
-    slot.worker.on('error', (e) => this.failAll(slot, e));
+    slot.worker.on('error', (e) => this.fail(slot, e));
     slot.worker.on('exit', (code) => {
-      if (!this.closed) this.failAll(slot, new Error(`inference worker exited with code ${code}`));
+      if (!this.closed) this.fail(slot, new Error(`inference worker exited with code ${code}`));
     });
   }
 
-  private failAll(slot: Slot, e: Error): void {
-    for (const p of slot.pending.values()) p.reject(new InternalError(`inference worker failed: ${e.message}`, { cause: e }));
-    slot.pending.clear();
-    slot.busy = 0;
+  private fail(slot: Slot, e: Error): void {
+    slot.dead = true;
+    slot.running?.reject(new InternalError(`inference worker failed: ${e.message}`, { cause: e }));
+    slot.running = undefined;
+    if (this.slots.every((s) => s.dead)) {
+      for (const job of this.queue.splice(0)) job.reject(new InternalError('every inference worker has failed'));
+    }
+  }
+
+  /** Photos waiting for a worker. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** Hands queued photos to idle workers. */
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (slot.dead || slot.running) continue;
+      const job = this.queue.shift();
+      if (!job) return;
+      slot.running = job;
+      const copy = job.bytes;
+      slot.worker.postMessage(
+        { id: job.id, bytes: copy, keepPicture: job.keepPicture, ...(job.what ? { what: job.what } : {}) } satisfies AnalyzeRequest,
+        [copy.buffer],
+      );
+    }
   }
 
   /**
    * Decodes and analyses a photo in a worker. The bytes are copied once into the message; with
-   * `keepPicture` the decoded pixels come back (transferred, not copied), to draw the annotated copy on.
+   * `keepPicture` the decoded pixels come back (transferred, not copied), to draw the annotated copy
+   * on. With `signal`, the call rejects with CancelledError as soon as it aborts.
    */
-  analyze(bytes: Uint8Array, what?: string, options: { keepPicture?: boolean } = {}): Promise<FaceAnalysis> {
+  analyze(bytes: Uint8Array, what?: string, options: { keepPicture?: boolean; signal?: AbortSignal } = {}): Promise<FaceAnalysis> {
     if (this.closed) return Promise.reject(new InternalError('the inference pool is closed'));
-    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
-    const id = this.nextId++;
-    const copy = new Uint8Array(bytes);
-    slot.busy++;
-    return new Promise((resolve, reject) => {
-      slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage(
-        { id, bytes: copy, keepPicture: options.keepPicture ?? false, ...(what ? { what } : {}) } satisfies AnalyzeRequest,
-        [copy.buffer],
-      );
+    if (this.slots.every((s) => s.dead)) return Promise.reject(new InternalError('every inference worker has failed'));
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(new CancelledError('the request was cancelled before its analysis'));
+    return new Promise<FaceAnalysis>((resolve, reject) => {
+      let settled = false;
+      const onAbort = (): void => {
+        const i = this.queue.indexOf(job);
+        if (i >= 0) this.queue.splice(i, 1);
+        job.reject(new CancelledError(i >= 0 ? 'the request was cancelled while its photo waited for a worker' : 'the request was cancelled during its analysis'));
+      };
+      const job: Job = {
+        id: this.nextId++,
+        bytes: new Uint8Array(bytes),
+        keepPicture: options.keepPicture ?? false,
+        ...(what ? { what } : {}),
+        resolve: (a) => {
+          if (settled) return;
+          settled = true;
+          job.detach();
+          resolve(a);
+        },
+        reject: (e) => {
+          if (settled) return;
+          settled = true;
+          job.detach();
+          reject(e);
+        },
+        detach: () => signal?.removeEventListener('abort', onAbort),
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.queue.push(job);
+      this.dispatch();
     });
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const job of this.queue.splice(0)) job.reject(new InternalError('the inference pool is closed'));
+    for (const slot of this.slots) slot.running?.reject(new InternalError('the inference pool is closed'));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

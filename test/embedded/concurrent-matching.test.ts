@@ -44,6 +44,7 @@ describe('an enrolment while an action shot of that person is being processed', 
       vectors: stores.vectors,
       objects,
       matches: stores.matches,
+      locks: stores.locks,
       annotate: (source, faces, size) => annotate(source, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: 1024 }),
       tracer: trace.getTracer('test'),
     });

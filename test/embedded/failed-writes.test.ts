@@ -52,6 +52,7 @@ describe('a ProcessPhoto that fails after its vectors were written', () => {
       vectors: stores.vectors,
       objects,
       matches,
+      locks: stores.locks,
       annotate: (source, faces, size) => annotate(source, faces, { ...size, maxPixels: config.decode.maxPixels, maxSide: 1024 }),
       tracer: trace.getTracer('test'),
     });
