@@ -1,7 +1,9 @@
 /**
  * The one place that reads process.env: a validated, cached parse. Defaults run on a laptop.
- * Every variable is listed in the README's configuration table.
+ * Every variable is listed in the README's configuration table. Every value is checked here, at
+ * start: a bad one is a ConfigError (CONFIG_INVALID) naming the variable; an empty one means unset.
  */
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,24 +16,60 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
-const int = (min: number) => z.coerce.number().int().min(min);
-const unit = z.coerce.number().min(0).max(1);
-/** A URL of one of `protocols` (a regexp on `URL.protocol`, e.g. /^https?:$/). */
-const urlOf = (protocols: RegExp, what: string, o: { pathless?: boolean } = {}) =>
+const number = () => z.coerce.number({ invalid_type_error: 'not a number' });
+const int = (min: number) => number().int().min(min);
+const unit = number().min(0).max(1);
+/**
+ * A URL of one of `protocols` (a regexp on `URL.protocol`, e.g. /^https?:$/). `bare`: no path, no
+ * query and no credentials (they would be logged with the address; keys have variables of their own).
+ * The message never repeats the value: it may hold a password.
+ */
+const urlOf = (protocols: RegExp, what: string, o: { bare?: boolean } = {}) =>
   z.string().refine((value) => {
     try {
       const url = new URL(value);
-      return protocols.test(url.protocol) && (!o.pathless || url.pathname === '/');
+      const bare = url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password;
+      return protocols.test(url.protocol) && (!o.bare || bare);
     } catch {
       return false;
     }
   }, what);
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+/** A host name or an IP address (no scheme, no port). */
+const host = z.string().refine((v) => isIP(v) !== 0 || HOSTNAME.test(v), 'a host name or an IP address, without a port');
+/** host:port, [v6]:port or http(s)://host:port (the forms the Milvus client takes). */
+const hostPort = z.string().refine((v) => {
+  const m = /^(?:https?:\/\/)?(\[([0-9A-Fa-f:.]+)\]|[^:/[\]]+)(?::(\d{1,5}))?\/?$/.exec(v);
+  return !!m && (m[2] !== undefined ? isIP(m[2]) === 6 : isIP(m[1]!) !== 0 || HOSTNAME.test(m[1]!)) && Number(m[3] ?? 0) <= 65535;
+}, 'host:port or http(s)://host:port');
+/** An IPv4/IPv6 address or a CIDR (address/bits), written out in full: not "127.1", not a host name. */
+function addressRange(entry: string): boolean {
+  const [address = '', bits, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+}
+/** Comma-separated CIDRs or addresses (FACEMATCH_SOURCE_ALLOW); each is checked now, not at the first download. */
+const allowList = z.string().transform((value, ctx) => {
+  const entries = value
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean);
+  for (const entry of entries.filter((e) => !addressRange(e))) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `"${entry}" is not an IP address or a CIDR (e.g. 10.0.0.0/8, fd00::/8)`,
+      params: { quotesValue: true },
+    });
+  }
+  return entries;
+});
 
 const schema = z.object({
   FACEMATCH_MODEL_PACK: z.string().min(1).default('buffalo_l'),
   FACEMATCH_MODELS_DIR: z.string().min(1).default(path.join(PACKAGE_ROOT, 'models')),
   FACEMATCH_VERIFY_MODELS: bool.default('true'),
-  FACEMATCH_MATCH_THRESHOLD: z.coerce.number().min(-1).max(1).optional(),
+  FACEMATCH_MATCH_THRESHOLD: number().min(-1).max(1).optional(),
   FACEMATCH_DEVICE: z.enum(['cpu', 'cuda']).default('cpu'),
   FACEMATCH_CUDA_DEVICE_ID: int(0).default(0),
   FACEMATCH_INTRA_OP_THREADS: int(0).default(0),
@@ -44,7 +82,7 @@ const schema = z.object({
   FACEMATCH_DECODE_MAX_SIDE: int(0).default(2560),
   FACEMATCH_MAX_IMAGE_BYTES: int(1).default(64 * 1024 * 1024),
   FACEMATCH_FETCH_TIMEOUT_MS: int(1).default(15_000),
-  FACEMATCH_SOURCE_ALLOW: z.string().default(''),
+  FACEMATCH_SOURCE_ALLOW: allowList.default(''),
   FACEMATCH_DATA_DIR: z.string().min(1).default('data'),
   FACEMATCH_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').default('facematch'),
   FACEMATCH_ANNOTATED_MAX_SIDE: int(0).default(2048),
@@ -54,13 +92,13 @@ const schema = z.object({
   FACEMATCH_POSTGRES_URL: urlOf(/^postgres(ql)?:$/, 'a postgres://user:password@host:port/database URL').optional(),
   FACEMATCH_POSTGRES_POOL_MAX: int(1).default(10),
   FACEMATCH_POSTGRES_TIMEOUT_MS: int(100).default(5000),
-  FACEMATCH_S3_ENDPOINT: urlOf(/^https?:$/, 'an http(s)://host[:port] URL without a path', { pathless: true }).optional(),
+  FACEMATCH_S3_ENDPOINT: urlOf(/^https?:$/, 'an http(s)://host[:port] URL without a path, query or credentials', { bare: true }).optional(),
   FACEMATCH_S3_ACCESS_KEY: z.string().min(1).optional(),
   FACEMATCH_S3_SECRET_KEY: z.string().min(1).optional(),
   FACEMATCH_S3_REGION: z.string().min(1).default('us-east-1'),
   // S3 signs a URL for at most 7 days.
   FACEMATCH_PRESIGN_SECONDS: int(1).max(604_800).default(3600),
-  FACEMATCH_MILVUS_ADDRESS: z.string().min(1).default('127.0.0.1:19530'),
+  FACEMATCH_MILVUS_ADDRESS: hostPort.default('127.0.0.1:19530'),
   FACEMATCH_MILVUS_TOKEN: z.string().min(1).optional(),
   FACEMATCH_MILVUS_COLLECTION_PREFIX: z
     .string()
@@ -71,13 +109,13 @@ const schema = z.object({
   FACEMATCH_MILVUS_HNSW_EF_CONSTRUCTION: int(1).default(200),
   FACEMATCH_MILVUS_SEARCH_EF: int(1).max(32_768).default(64),
   FACEMATCH_MILVUS_TIMEOUT_MS: int(100).default(5000),
-  FACEMATCH_HOST: z.string().min(1).default('0.0.0.0'),
+  FACEMATCH_HOST: host.default('0.0.0.0'),
   FACEMATCH_GRPC_PORT: int(0).max(65535).default(50051),
   FACEMATCH_HTTP_PORT: int(0).max(65535).default(8080),
   FACEMATCH_MAX_IN_FLIGHT: int(1).default(8),
   FACEMATCH_MAX_MESSAGE_BYTES: int(1024).default(4 * 1024 * 1024),
-  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().url().optional(),
-  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
   FACEMATCH_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -190,11 +228,34 @@ export interface Config {
   logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
 }
 
+/** Variables whose value is never repeated in a message: it is, or may hold, a secret. */
+const SECRET = new Set([
+  'FACEMATCH_POSTGRES_URL',
+  'FACEMATCH_S3_ENDPOINT',
+  'FACEMATCH_S3_ACCESS_KEY',
+  'FACEMATCH_S3_SECRET_KEY',
+  'FACEMATCH_MILVUS_TOKEN',
+  'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_ENDPOINT',
+]);
+
+/** The variables the schema reads (the README's configuration table lists each). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
 export function parseConfig(env: NodeJS.ProcessEnv): Config {
-  const parsed = schema.safeParse(env);
+  // An empty value is an unset one (FOO= in a compose file or a chart), so it gets the default.
+  const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ''));
+  const parsed = schema.safeParse(set);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
-    throw new ConfigError(`invalid configuration: ${problems}`);
+    const problems = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      const value = set[name];
+      const quoted = i.code === z.ZodIssueCode.invalid_enum_value || (i.code === z.ZodIssueCode.custom && i.params?.quotesValue === true);
+      const shown =
+        SECRET.has(name) || quoted || value === undefined ? '' : ` (got ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value)})`;
+      return `${name}: ${i.message}${shown}`;
+    });
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const e = parsed.data;
   const missing = [
@@ -224,9 +285,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
     source: {
       maxBytes: e.FACEMATCH_MAX_IMAGE_BYTES,
       timeoutMs: e.FACEMATCH_FETCH_TIMEOUT_MS,
-      allow: e.FACEMATCH_SOURCE_ALLOW.split(',')
-        .map((a) => a.trim())
-        .filter(Boolean),
+      allow: e.FACEMATCH_SOURCE_ALLOW,
     },
     server: {
       host: e.FACEMATCH_HOST,
@@ -276,11 +335,18 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
 
 const REDACTED = '[redacted]';
 
-/** A copy safe to print or log: passwords, secret keys and tokens replaced by `[redacted]`. */
+/** A query parameter that holds a secret (libpq's `password`, `sslpassword`, `sslkey` ...; a token). */
+const SECRET_PARAM = /pass|secret|token|key|auth/i;
+
+/**
+ * A copy safe to print or log: passwords (in a URL's userinfo or its query), secret keys and tokens
+ * replaced by `[redacted]`.
+ */
 export function redactConfig(config: Config): Config {
   const redactUrl = (url: string): string => {
     const u = new URL(url);
     if (u.password) u.password = REDACTED;
+    for (const [name] of [...u.searchParams]) if (SECRET_PARAM.test(name)) u.searchParams.set(name, REDACTED);
     return u.href;
   };
   return {
@@ -288,6 +354,7 @@ export function redactConfig(config: Config): Config {
     milvus: { ...config.milvus, token: config.milvus.token === undefined ? undefined : REDACTED },
     postgres: config.postgres && { ...config.postgres, url: redactUrl(config.postgres.url) },
     s3: config.s3 && { ...config.s3, secretKey: REDACTED },
+    otlpTracesEndpoint: config.otlpTracesEndpoint && redactUrl(config.otlpTracesEndpoint),
   };
 }
 
