@@ -23,7 +23,6 @@ import path from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
-import { PACKAGE_ROOT } from '../../config/config.js';
 import { applyMigrations, readMigrations, type SqlTransaction } from '../postgres/migrations.js';
 import {
   BackendUnavailableError,
@@ -35,8 +34,11 @@ import {
 // The migration runner and the relational schema's folder are shared with the PostgreSQL adapter.
 export { MATCH_MIGRATIONS_DIR, readMigrations, type Migration, type SqlTransaction } from '../postgres/migrations.js';
 
-/** pgvector tables of the embedded vector store; `{{DIM}}` is the embedding dimension. */
-export const VECTOR_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'embedded', 'migrations');
+/**
+ * pgvector tables of the embedded vector store; `{{DIM}}` is the embedding dimension. The folder
+ * beside this module, in src/ or dist/ (the build copies the .sql files: scripts/build.mjs).
+ */
+export const VECTOR_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
 const LOCK_FILE = 'facematch.lock';
 /** Where a new data directory is initialised before it is moved into place. */

@@ -12,15 +12,14 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PACKAGE_ROOT } from '../../config/config.js';
 import { ConfigError } from '../../domain/errors.js';
 
 /**
- * Migrations of the relational schema (photos, faces, matches). Resolved from the package root (not
- * from this module) so that the same path works from src/ (tsx) and dist/ (tsc copies only .ts):
- * the folder ships with the package.
+ * Migrations of the relational schema (photos, faces, matches): the folder beside this module, in
+ * src/ from source and in dist/ built (`npm run build` copies the .sql files there: scripts/build.mjs),
+ * so the package runs without src/.
  */
-export const MATCH_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'src', 'adapters', 'postgres', 'migrations');
+export const MATCH_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
 const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
 

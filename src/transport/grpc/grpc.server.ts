@@ -5,7 +5,6 @@
  * decode is INVALID_ARGUMENT (grpc-js itself would answer INTERNAL); a caller that cancels or whose
  * deadline passes aborts the call's signal.
  */
-import path from 'node:path';
 import {
   Metadata,
   Server,
@@ -14,17 +13,16 @@ import {
   type sendUnaryData,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { loadFileDescriptorSetFromBuffer } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { PACKAGE_ROOT } from '../../config/config.js';
 import { InvalidArgumentError, type FacematchError } from '../../domain/errors.js';
+import { FILE_DESCRIPTOR_SET } from '../../gen/facematch/v1/facematch.descriptor.js';
 import { FacematchServiceService, type FacematchServiceServer } from '../../gen/facematch/v1/facematch.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { grpcStatus } from './grpc-status.js';
 
 export const SERVICE_NAME = 'facematch.v1.FacematchService';
-export const PROTO_FILE = path.join(PACKAGE_ROOT, 'proto', 'facematch', 'v1', 'facematch.proto');
 
 export interface GrpcDeps extends RpcDeps {
   maxMessageBytes: number;
@@ -107,8 +105,8 @@ export async function startGrpcServer(d: GrpcDeps, host: string, port: number): 
   server.addService(tolerantDefinition(), facematchHandlers(d));
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   health.addToServer(server);
-  const definition = loadSync(PROTO_FILE, { includeDirs: [path.join(PACKAGE_ROOT, 'proto')] });
-  new ReflectionService(definition).addToServer(server);
+  // Reflection serves proto/'s descriptors, compiled into src/gen (no .proto file at run time).
+  new ReflectionService(loadFileDescriptorSetFromBuffer(FILE_DESCRIPTOR_SET)).addToServer(server);
   const bound = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
