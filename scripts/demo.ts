@@ -20,7 +20,8 @@ const config = parseConfig({
   FACEMATCH_MODEL_PACK: process.env.FACEMATCH_MODEL_PACK ?? 'test',
   FACEMATCH_MODELS_DIR: process.env.FACEMATCH_MODELS_DIR ?? MODELS_DIR,
 });
-const app = await createApp(config, createLogger('warn'), { tracer: trace.getTracer(TRACER_NAME), localFiles: true });
+// One photo at a time: one inference worker with every core's threads, not the server's pool.
+const app = await createApp(config, createLogger('warn'), { tracer: trace.getTracer(TRACER_NAME), localFiles: true, inferenceWorkers: 1 });
 const event = 'demo';
 try {
   const people = identities();

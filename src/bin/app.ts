@@ -57,9 +57,19 @@ async function check(name: string, fn: () => Promise<void>, timeoutMs = 2000): P
   }
 }
 
-export async function createApp(config: Config, log: Logger, o: { tracer: Tracer; localFiles?: boolean }): Promise<App> {
+/**
+ * `inferenceWorkers`: the inference pool's size, FACEMATCH_INFERENCE_WORKERS unless given. A caller
+ * that handles one photo at a time (the CLI's commands, the demo) passes 1: one worker whose sessions
+ * get every core's onnxruntime threads, instead of a server's pool of workers with a few threads each.
+ */
+export async function createApp(
+  config: Config,
+  log: Logger,
+  o: { tracer: Tracer; localFiles?: boolean; inferenceWorkers?: number },
+): Promise<App> {
+  const workers = o.inferenceWorkers ?? config.inference.workers;
   const [analyzer, stores] = await Promise.allSettled([
-    AnalyzerPool.start(config.inference, config.decode, config.inference.workers, log, log.level, config.stores.annotatedMaxSide),
+    AnalyzerPool.start(config.inference, config.decode, workers, log, log.level, config.stores.annotatedMaxSide),
     openStores(config, log),
   ]);
   if (analyzer.status === 'rejected' || stores.status === 'rejected') {

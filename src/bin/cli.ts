@@ -5,9 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { trace } from '@opentelemetry/api';
 import { parseArgs } from 'node:util';
-import { loadConfig, type Config } from '../config/config.js';
+import { loadConfig, type Config, type InferenceConfig } from '../config/config.js';
 import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
 import { cosine, type DetectedFace } from '../domain/face.js';
 import { AddressPolicy } from '../adapters/image-source/address-policy.js';
@@ -54,6 +55,16 @@ function imageSource(config: Config): CompositeImageSource {
   return new CompositeImageSource({ http, localFiles: true, config: config.source });
 }
 
+/**
+ * Every command handles one photo at a time: one analyzer (detect, compare) or one inference worker
+ * (the service commands) whose sessions use every core, unless FACEMATCH_INTRA_OP_THREADS says
+ * otherwise. FACEMATCH_INFERENCE_WORKERS sizes the server's pool, not the CLI's.
+ */
+const wholeMachine = (inference: InferenceConfig): InferenceConfig => ({
+  ...inference,
+  intraOpThreads: inference.intraOpThreads || availableParallelism(),
+});
+
 function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
@@ -62,7 +73,7 @@ async function detect(args: string[], config: Config, log: Logger): Promise<void
   const { values, positionals } = parseArgs({ args, options: { draw: { type: 'string' } }, allowPositionals: true });
   const [ref] = positionals;
   if (!ref || positionals.length !== 1) throw new InvalidArgumentError('detect takes one image: facematch detect <file-or-url>');
-  const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const analyzer = await FaceAnalyzer.load(wholeMachine(config.inference), config.decode, log);
   const bytes = await imageSource(config).read(ref);
   const decoded = await analyzer.decode(bytes, ref);
   const faces = await analyzer.detectFaces(decoded);
@@ -78,7 +89,7 @@ async function detect(args: string[], config: Config, log: Logger): Promise<void
 async function compare(args: string[], config: Config, log: Logger): Promise<void> {
   const { positionals } = parseArgs({ args, allowPositionals: true });
   if (positionals.length !== 2) throw new InvalidArgumentError('compare takes two images: facematch compare <a> <b>');
-  const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const analyzer = await FaceAnalyzer.load(wholeMachine(config.inference), config.decode, log);
   const source = imageSource(config);
   const [a, b] = await Promise.all(
     positionals.map(async (ref) => {
@@ -129,7 +140,7 @@ async function models(args: string[], config: Config): Promise<void> {
 }
 
 async function withApp<T>(config: Config, log: Logger, fn: (app: App) => Promise<T>): Promise<T> {
-  const app = await createApp(config, log, { tracer: trace.getTracer(TRACER_NAME), localFiles: true });
+  const app = await createApp(config, log, { tracer: trace.getTracer(TRACER_NAME), localFiles: true, inferenceWorkers: 1 });
   try {
     return await fn(app);
   } finally {
