@@ -16,6 +16,7 @@
  */
 import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
+import { redactUrl } from '../domain/redact.js';
 import type { Box, Face, FaceAnalysis, Landmarks, Picture } from '../domain/face.js';
 import { checkId } from '../domain/ids.js';
 import {
@@ -28,6 +29,7 @@ import {
   type PhotoRecord,
 } from '../domain/photo.js';
 import type { ImageSource } from '../ports/image-source.js';
+import { photoLock, userLock, type KeyedLocks } from '../ports/locks.js';
 import type { MatchStore, UserPhoto } from '../ports/match-store.js';
 import type { ObjectLocation, ObjectStore } from '../ports/object-store.js';
 import type { Collection, VectorHit, VectorRecord, VectorStore } from '../ports/vector-store.js';
@@ -37,8 +39,11 @@ import { ATTR, SPAN, stageSpan, type Stage } from '../telemetry/attributes.js';
 export interface FaceModel {
   readonly threshold: number;
   readonly pack: { name: string };
-  /** With `keepPicture`, the decoded pixels come back too (to draw the annotated copy on). */
-  analyze(bytes: Uint8Array, what?: string, options?: { keepPicture?: boolean }): Promise<FaceAnalysis>;
+  /**
+   * With `keepPicture`, the decoded pixels come back too (to draw the annotated copy on). With
+   * `signal`, a photo still queued is dropped when it aborts, and the call rejects at once.
+   */
+  analyze(bytes: Uint8Array, what?: string, options?: { keepPicture?: boolean; signal?: AbortSignal }): Promise<FaceAnalysis>;
 }
 
 export interface DrawnFace {
@@ -65,6 +70,8 @@ export interface MatchingDeps {
   vectors: VectorStore;
   objects: ObjectStore;
   matches: MatchStore;
+  /** Serialises the write phase of requests on the same photo or user, across replicas. */
+  locks: KeyedLocks;
   annotate: Annotator;
   tracer: Tracer;
   /** Overrides the model pack's threshold. */
@@ -148,36 +155,48 @@ export class MatchingService {
       const t0 = performance.now();
       const times: StageTimes = { total: 0 };
       const ctx: StageContext = { times, ...(req.signal ? { signal: req.signal } : {}) };
-      const bytes = await this.stage('fetch', ctx, () => this.d.images.read(req.imageUrl));
+      const bytes = await this.stage('fetch', ctx, () => this.d.images.read(req.imageUrl, req.signal));
       span.setAttribute(ATTR.imageBytes, bytes.length);
-      // What the photo had before (its annotated key may change), read while the model runs.
-      const before = this.d.matches.getPhoto(photoId);
-      before.catch(() => undefined);
-      const analysis = await this.d.model.analyze(bytes, req.imageUrl, { keepPicture: true });
+      const analysis = await this.d.model.analyze(bytes, redactUrl(req.imageUrl), { keepPicture: true, ...(req.signal ? { signal: req.signal } : {}) });
       for (const s of analysis.stages) {
         this.recordStage(s.stage, s.start, s.end);
         times[s.stage] = s.end - s.start;
       }
       span.setAttribute(ATTR.faces, analysis.faces.length);
-      const previous = await before;
-      const photo: PhotoRecord = {
-        photoId,
-        eventId,
-        kind: req.kind,
-        ...(userId ? { userId } : {}),
-        sourceUrl: req.imageUrl,
-        width: analysis.width,
-        height: analysis.height,
-        annotatedKey: annotatedKey(eventId, photoId),
-        processedAt: this.now(),
-      };
-      const result =
-        req.kind === 'FACECAM'
-          ? await this.enrol(photo, userId!, analysis, bytes, ctx, previous !== undefined)
-          : await this.matchActionShot(photo, analysis, bytes, ctx);
-      if (previous?.photo.annotatedKey && previous.photo.annotatedKey !== photo.annotatedKey) {
-        await this.d.objects.delete(previous.photo.annotatedKey);
-      }
+      // The write phase runs under the photo's lock (and the enrolling user's): two requests for
+      // the same photo (an Envoy retry or hedge, on two replicas) write one after the other, and the
+      // one that takes the lock last wins whole; a ForgetUser waits for an enrolment or comes first.
+      const keys = [photoLock(photoId), ...(userId ? [userLock(userId)] : [])];
+      const result = await this.d.locks.withLocks(
+        keys,
+        async (held) => {
+          const locked: StageContext = { times, signal: req.signal ? AbortSignal.any([req.signal, held.lost]) : held.lost };
+          if (locked.signal?.aborted) throw new CancelledError('the request was cancelled while it waited for its photo');
+          // What the photo had before (its annotated key may change with its event).
+          const previous = await this.d.matches.getPhoto(photoId);
+          const photo: PhotoRecord = {
+            photoId,
+            eventId,
+            kind: req.kind,
+            ...(userId ? { userId } : {}),
+            // Stored and listed: never a presigned URL's signature or a URL's credentials.
+            sourceUrl: redactUrl(req.imageUrl),
+            width: analysis.width,
+            height: analysis.height,
+            annotatedKey: annotatedKey(eventId, photoId),
+            processedAt: this.now(),
+          };
+          const done =
+            req.kind === 'FACECAM'
+              ? await this.enrol(photo, userId!, analysis, bytes, locked, previous !== undefined)
+              : await this.matchActionShot(photo, analysis, bytes, locked);
+          if (previous?.photo.annotatedKey && previous.photo.annotatedKey !== photo.annotatedKey) {
+            await this.d.objects.delete(previous.photo.annotatedKey);
+          }
+          return done;
+        },
+        req.signal,
+      );
       times.total = performance.now() - t0;
       span.setAttribute(ATTR.matches, result.faces.reduce((n, f) => n + f.matches.length, 0) + result.matches.length);
       return { ...result, timings: times };
@@ -344,11 +363,11 @@ export class MatchingService {
     const n = Math.min(Math.max(1, limit || 10), 1000);
     return this.inSpan(SPAN.searchFaces, { [ATTR.eventId]: eventId }, async () => {
       const ctx: StageContext = { times: { total: 0 }, ...(signal ? { signal } : {}) };
-      const bytes = await this.stage('fetch', ctx, () => this.d.images.read(imageUrl));
-      const analysis = await this.d.model.analyze(bytes, imageUrl);
+      const bytes = await this.stage('fetch', ctx, () => this.d.images.read(imageUrl, signal));
+      const analysis = await this.d.model.analyze(bytes, redactUrl(imageUrl), signal ? { signal } : {});
       for (const s of analysis.stages) this.recordStage(s.stage, s.start, s.end);
       const face = analysis.faces[0];
-      if (!face) throw new NoFaceError(`no face found in ${imageUrl}`);
+      if (!face) throw new NoFaceError(`no face found in ${redactUrl(imageUrl)}`);
       const collection: Collection = target === 'users' ? 'user_samples' : 'action_faces';
       // Users may have several samples: ask for more and keep each user's best.
       const hits = await this.stage('search', ctx, () => this.search(collection, eventId, face.embedding, target === 'users' ? n * 5 : n));
@@ -368,13 +387,15 @@ export class MatchingService {
   /** Removes a photo: its vectors, annotated image and records. False when it was not known. */
   async deletePhoto(photoIdIn: string): Promise<boolean> {
     const photoId = checkId('photo_id', photoIdIn);
-    return this.inSpan(SPAN.deletePhoto, { [ATTR.photoId]: photoId }, async () => {
-      const known = await this.d.matches.getPhoto(photoId);
-      await settled(this.d.vectors.deleteByPhoto('action_faces', photoId), this.d.vectors.deleteByPhoto('user_samples', photoId));
-      if (known?.photo.annotatedKey) await this.d.objects.delete(known.photo.annotatedKey);
-      await this.d.matches.deletePhoto(photoId);
-      return known !== undefined;
-    });
+    return this.inSpan(SPAN.deletePhoto, { [ATTR.photoId]: photoId }, () =>
+      this.d.locks.withLocks([photoLock(photoId)], async () => {
+        const known = await this.d.matches.getPhoto(photoId);
+        await settled(this.d.vectors.deleteByPhoto('action_faces', photoId), this.d.vectors.deleteByPhoto('user_samples', photoId));
+        if (known?.photo.annotatedKey) await this.d.objects.delete(known.photo.annotatedKey);
+        await this.d.matches.deletePhoto(photoId);
+        return known !== undefined;
+      }),
+    );
   }
 
   /**
@@ -383,24 +404,28 @@ export class MatchingService {
    */
   async forgetUser(userIdIn: string): Promise<{ deletedSamples: number; deletedMatches: number; deletedObjects: number }> {
     const userId = checkId('user_id', userIdIn);
-    return this.inSpan(SPAN.forgetUser, { [ATTR.userId]: userId }, async () => {
-      const samples = await this.d.matches.samplesOfUser(userId);
-      const matchesBefore = (await this.d.matches.photosOfUser(userId)).length;
-      const deletedSamples = await this.d.vectors.deleteByUser(userId);
-      let deletedObjects = 0;
-      for (const s of samples) {
-        if (s.annotatedKey) {
-          await this.d.objects.delete(s.annotatedKey);
-          deletedObjects++;
+    // Under the user's lock: an enrolment of the user running now either finishes first (and is
+    // erased here) or starts its write phase after (and enrols the user anew), never half of each.
+    return this.inSpan(SPAN.forgetUser, { [ATTR.userId]: userId }, () =>
+      this.d.locks.withLocks([userLock(userId)], async () => {
+        const samples = await this.d.matches.samplesOfUser(userId);
+        const matchesBefore = (await this.d.matches.photosOfUser(userId)).length;
+        const deletedSamples = await this.d.vectors.deleteByUser(userId);
+        let deletedObjects = 0;
+        for (const s of samples) {
+          if (s.annotatedKey) {
+            await this.d.objects.delete(s.annotatedKey);
+            deletedObjects++;
+          }
         }
-      }
-      await this.d.matches.forgetUser(userId);
-      // The vectors are deleted; a store that keeps deleted data until compaction (Milvus) is asked
-      // to compact now. A failure here does not undo the erasure: it is recorded on the span, and
-      // the store's own scheduled compaction reclaims the space later.
-      await this.d.vectors.compact?.().catch((error: unknown) => trace.getActiveSpan()?.recordException(error as Error));
-      return { deletedSamples, deletedMatches: matchesBefore, deletedObjects };
-    });
+        await this.d.matches.forgetUser(userId);
+        // The vectors are deleted; a store that keeps deleted data until compaction (Milvus) is asked
+        // to compact now. A failure here does not undo the erasure: it is recorded on the span, and
+        // the store's own scheduled compaction reclaims the space later.
+        await this.d.vectors.compact?.().catch((error: unknown) => trace.getActiveSpan()?.recordException(error as Error));
+        return { deletedSamples, deletedMatches: matchesBefore, deletedObjects };
+      }),
+    );
   }
 
   private async inSpan<T>(name: string, attributes: Record<string, string | number>, fn: (span: Span) => Promise<T>): Promise<T> {
