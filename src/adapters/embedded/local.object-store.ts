@@ -4,10 +4,14 @@
  * POSIX: a reader opens the old file or the new one) and fsyncs the directory.
  *
  * Key segments may not start with '.': that namespace holds the temporary files, so a listing of
- * keys never shows one (a put killed midway leaves a `.name.*.tmp` file behind, never a torn object).
+ * keys never shows one (a put killed midway leaves a `.name.<pid>.<random>.tmp` file behind, never a
+ * torn object). init() sweeps such leftovers: temporary files whose writer is gone (its pid is not a
+ * running process, or is this process's, which has nothing in flight before init). Objects are never
+ * touched: no key can have a name of that shape. A writer alive in another pid namespace (two
+ * containers on one volume) would look gone; the embedded stores serve one process, so it cannot.
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { access, constants, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
@@ -25,6 +29,16 @@ const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
 const MAX_KEY_BYTES = 1024;
 /** Leaves room for the temporary name within a file system's 255-byte name limit. */
 const MAX_SEGMENT_BYTES = 200;
+
+/** A put's temporary file: `.<name>.<pid>.<12 hex>.tmp` beside the object. */
+const TEMP_FILE = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+/** Temporary files being written by this process (by any store on any root): never swept. */
+const inFlight = new Set<string>();
+
+/** The temporary file a put of `file` writes first; `pid` names the writer (this process). */
+export function tempFileFor(file: string, pid: number = process.pid): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.${pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
 
 export interface LocalObjectStoreOptions {
   /** The folder that holds the objects; created by init(). */
@@ -59,9 +73,11 @@ export class LocalObjectStore implements ObjectStore {
     this.bucket = options.bucket ?? DEFAULT_BUCKET;
   }
 
+  /** Creates the folder, and removes the temporary files of puts whose process died. */
   async init(): Promise<void> {
     try {
       await mkdir(this.root, { recursive: true });
+      await sweepTempFiles(this.root);
     } catch (error) {
       throw this.unavailable(error);
     }
@@ -70,7 +86,8 @@ export class LocalObjectStore implements ObjectStore {
   async put(key: string, bytes: Uint8Array, _contentType: string): Promise<ObjectLocation> {
     const file = this.file(key);
     const dir = path.dirname(file);
-    const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    const temp = tempFileFor(file);
+    inFlight.add(temp);
     try {
       await mkdir(dir, { recursive: true });
       const handle = await open(temp, 'wx', 0o644);
@@ -89,6 +106,8 @@ export class LocalObjectStore implements ObjectStore {
         throw new InvalidArgumentError(`object key ${JSON.stringify(key)} conflicts with a key that has it as a prefix, or the reverse`, { cause: error });
       }
       throw this.unavailable(error);
+    } finally {
+      inFlight.delete(temp);
     }
     return this.locate(key, file);
   }
@@ -151,6 +170,37 @@ export class LocalObjectStore implements ObjectStore {
     if (error instanceof FacematchError) return error;
     const message = error instanceof Error ? error.message : String(error);
     return new BackendUnavailableError(`local object store at ${this.root}: ${message}`, { cause: error });
+  }
+}
+
+/** Removes, under `dir`, the temporary files whose writer is gone; returns how many. */
+async function sweepTempFiles(dir: string): Promise<number> {
+  let swept = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    // Symbolic links are not followed: the store never makes one.
+    if (entry.isDirectory()) swept += await sweepTempFiles(full);
+    const pid = entry.isFile() ? TEMP_FILE.exec(entry.name)?.[1] : undefined;
+    if (pid === undefined || inFlight.has(full) || !writerGone(Number(pid))) continue;
+    try {
+      await unlink(full);
+      swept++;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+  }
+  return swept;
+}
+
+/** True when no process `pid` runs (or it is this one: nothing of ours is in flight before init). */
+function writerGone(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return errno(error) === 'ESRCH';
   }
 }
 
