@@ -307,5 +307,28 @@ export function matchStoreContract(name: string, make: () => Promise<StoreUnderT
       }).toEqual(otherBefore);
       expect(await store().forgetUser(user)).toEqual([]);
     });
+
+    it('a forgotten user is not matched again by a request that searched before the erasure; enrolling again lifts it', async () => {
+      const event = fresh('event');
+      const [user, other] = [fresh('user'), fresh('user')];
+      const cam = facecam(event, user);
+      await store().replacePhoto(cam, facesOf(cam, 1), []);
+      // An action shot found the user among the samples, then the user was erased, then it records.
+      const photo = actionShot(event);
+      const faces = facesOf(photo, 2);
+      // And an enrolment's offer to it was kept before the erasure: it goes too.
+      await store().offerMatches([match(faces[1]!, event, user, 0.8)]);
+      await store().forgetUser(user);
+      await store().replacePhoto(photo, faces, [match(faces[0]!, event, user, 0.7), match(faces[1]!, event, other, 0.6)]);
+      expect((await store().getPhoto(photo.photoId))?.matches.map((m) => m.userId)).toEqual([other]);
+      expect(await store().photosOfUser(user)).toEqual([]);
+      expect(await store().countUserRows(user)).toBe(0);
+
+      // The user enrols again: matches are recorded again.
+      const again = facecam(event, user);
+      await store().replacePhoto(again, facesOf(again, 1), []);
+      await store().replacePhoto(photo, faces, [match(faces[0]!, event, user, 0.7)]);
+      expect((await store().photosOfUser(user)).map((p) => p.photoId)).toEqual([photo.photoId]);
+    });
   });
 }

@@ -126,6 +126,23 @@ describe('concurrent duplicates (embedded stores)', () => {
     }
   });
 
+  it('an action shot in flight while its user is forgotten does not match them again', async () => {
+    await service.processPhoto({ photoId: 'selfie-erased', imageUrl: first('facerec_obama'), kind: 'FACECAM', userId: 'erased', eventId: 'erase' });
+    const key = annotatedKey('erase', 'erase-shot');
+    let open!: () => void;
+    gates.set(key, new Promise((resolve) => (open = resolve)));
+    // The action shot has searched the samples (found the user) and waits to upload and record.
+    const shot = service.processPhoto({ photoId: 'erase-shot', imageUrl: group('facerec_obama_and_biden.jpg'), kind: 'ACTION_SHOT', eventId: 'erase' });
+    await pause(1500);
+    await service.forgetUser('erased');
+    gates.delete(key);
+    open();
+    await shot;
+    expect(await service.listUserPhotos('erased')).toEqual([]);
+    expect(await stores.matches.countUserRows('erased')).toBe(0);
+    expect(await photoProblems(stores, 'erase', 'erase-shot', dimension)).toEqual([]);
+  });
+
   it('ForgetUser racing an enrolment or a re-enrolment: the user is fully enrolled or nothing of them is left', async () => {
     const outcomes = { enrolled: 0, forgotten: 0 };
     for (let round = 0; round < ROUNDS * 2; round++) {

@@ -25,7 +25,14 @@ import type { SqlTransaction } from './migrations.js';
 /** What the statements need: a transaction, or a store that runs one statement. */
 export type Sql = Pick<SqlTransaction, 'query'>;
 
-/** The photo, its faces and matches, replacing what it had (call it in one transaction). */
+/** How long a forgotten user's id is kept, to refuse matches from requests in flight at the erasure. */
+export const FORGOTTEN_TTL = '1 hour';
+
+/**
+ * The photo, its faces and matches, replacing what it had (call it in one transaction). Matches of a
+ * user erased meanwhile (forgotten_users, migration 0003) are left out; a facecam's enrolment lifts
+ * its user's erasure.
+ */
 export async function writePhoto(tx: Sql, photo: PhotoRecord, faces: readonly FaceRecord[], matches: readonly MatchRecord[]): Promise<void> {
   // Cascades to the photo's faces and their matches.
   await tx.query('DELETE FROM photos WHERE photo_id = $1', [photo.photoId]);
@@ -50,11 +57,15 @@ export async function writePhoto(tx: Sql, photo: PhotoRecord, faces: readonly Fa
       [photo.photoId, JSON.stringify(faces.map(faceJson))],
     );
   }
+  if (photo.kind === 'FACECAM' && photo.userId !== undefined) {
+    await tx.query('DELETE FROM forgotten_users WHERE user_id = $1', [photo.userId]);
+  }
   if (matches.length > 0) {
     await tx.query(
       `INSERT INTO matches (${MATCH_COLUMNS})
        SELECT m.face_id, $1, m.user_id, $2, m.similarity, m.matched_at
-         FROM jsonb_to_recordset($3::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)`,
+         FROM jsonb_to_recordset($3::jsonb) AS m(face_id text, user_id text, similarity real, matched_at timestamptz)
+        WHERE NOT EXISTS (SELECT 1 FROM forgotten_users g WHERE g.user_id = m.user_id)`,
       [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
     );
   }
@@ -66,6 +77,7 @@ export async function writePhoto(tx: Sql, photo: PhotoRecord, faces: readonly Fa
        FROM match_offers o
        JOIN faces f ON f.face_id = o.face_id AND f.photo_id = $1
        JOIN photos p ON p.photo_id = $1 AND p.kind = 'ACTION_SHOT'
+      WHERE NOT EXISTS (SELECT 1 FROM forgotten_users g WHERE g.user_id = o.user_id)
       ORDER BY o.face_id, o.similarity DESC, o.user_id
      ON CONFLICT (face_id) DO UPDATE SET user_id = EXCLUDED.user_id, event_id = EXCLUDED.event_id,
        similarity = EXCLUDED.similarity, matched_at = EXCLUDED.matched_at
@@ -160,8 +172,17 @@ export async function deletePhoto(tx: Sql, photoId: string): Promise<PhotoRecord
   return row && toPhoto(row);
 }
 
-/** Removes the user's matches, offers and facecams (call it in one transaction); returns the facecams. */
+/**
+ * Removes the user's matches, offers and facecams (call it in one transaction); returns the facecams.
+ * The user id is kept alone in forgotten_users for FORGOTTEN_TTL (see writePhoto).
+ */
 export async function forgetUser(tx: Sql, userId: string): Promise<PhotoRecord[]> {
+  await tx.query(`DELETE FROM forgotten_users WHERE forgotten_at < now() - interval '${FORGOTTEN_TTL}'`);
+  await tx.query(
+    `INSERT INTO forgotten_users (user_id, forgotten_at) VALUES ($1, now())
+     ON CONFLICT (user_id) DO UPDATE SET forgotten_at = EXCLUDED.forgotten_at`,
+    [userId],
+  );
   await tx.query('DELETE FROM matches WHERE user_id = $1', [userId]);
   await tx.query('DELETE FROM match_offers WHERE user_id = $1', [userId]);
   const removed = await tx.query<PhotoRow>(`DELETE FROM photos WHERE user_id = $1 AND kind = 'FACECAM' RETURNING ${PHOTO_COLUMNS}`, [userId]);

@@ -142,6 +142,14 @@ export class PostgresMatchStore implements MatchStore {
         // One replacement of this photo at a time, across replicas; released at commit. It also
         // orders the replacement against offerMatches for the kept offers it applies.
         await lockPhotos(tx, [photo.photoId]);
+        // Shared locks on the users it matches (and those of the offers it applies): a ForgetUser of
+        // one of them (exclusive) either commits first, and this transaction then sees the erasure
+        // and leaves the user's matches out, or waits for this one and then deletes them.
+        await tx.query(
+          `SELECT pg_advisory_xact_lock_shared(hashtext('facematch:user'), hashtext(u))
+             FROM (SELECT DISTINCT u FROM (SELECT unnest($1::text[]) AS u UNION SELECT user_id FROM match_offers WHERE photo_id = $2) x ORDER BY 1) locked`,
+          [[...new Set(matches.map((m) => m.userId))], photo.photoId],
+        );
         await sql.writePhoto(tx, photo, faces, matches);
       },
       { retryOn: CONFLICTS },
@@ -179,7 +187,14 @@ export class PostgresMatchStore implements MatchStore {
   }
 
   forgetUser(userId: string): Promise<PhotoRecord[]> {
-    return this.transaction((tx) => sql.forgetUser(tx, userId), { retryOn: CONFLICTS });
+    return this.transaction(
+      async (tx) => {
+        // Against replacePhoto's shared lock on the users it matches (see there).
+        await tx.query(`SELECT pg_advisory_xact_lock(hashtext('facematch:user'), hashtext($1))`, [userId]);
+        return sql.forgetUser(tx, userId);
+      },
+      { retryOn: CONFLICTS },
+    );
   }
 
   countUserRows(userId: string): Promise<number> {
