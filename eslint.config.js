@@ -27,7 +27,18 @@ export default tseslint.config(
     // The core stays free of SDKs and I/O: dependencies point inward.
     files: ['src/domain/**/*.ts', 'src/ports/**/*.ts', 'src/services/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: SDKS, message: 'the core imports ports, not SDKs' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: SDKS, message: 'the core imports ports, not SDKs' },
+            {
+              regex: '(^|/)(adapters|transport|bin|inference|config|controller)/',
+              message: 'the core (domain, ports, services) imports domain and ports only: dependencies point inward',
+            },
+          ],
+        },
+      ],
     },
   },
   {
