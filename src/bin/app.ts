@@ -13,6 +13,7 @@ import { PACKAGE_ROOT, type Config } from '../config/config.js';
 import { toFacematchError } from '../domain/errors.js';
 import { DrawWorker } from '../inference/draw-worker.js';
 import { AnalyzerPool } from '../inference/analyzer-pool.js';
+import { embedderIdentity, readModelPack } from '../inference/model-pack.js';
 import type { KeyedLocks } from '../ports/locks.js';
 import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
@@ -80,7 +81,8 @@ export async function createApp(
   const pool = analyzer.value;
   const s = stores.value;
   try {
-    await s.vectors.init(pool.dimension);
+    const embedder = embedderIdentity(await readModelPack(config.inference.modelPack));
+    await s.vectors.init(pool.dimension, { embedder, namespace: config.stores.vectorNamespace });
   } catch (error) {
     await Promise.all([s.close(), pool.close()]);
     throw error;

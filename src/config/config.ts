@@ -87,6 +87,10 @@ const schema = z.object({
   FACEMATCH_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').default('facematch'),
   FACEMATCH_ANNOTATED_MAX_SIDE: int(0).default(2048),
   FACEMATCH_VECTOR_STORE: z.enum(['embedded', 'milvus']).default('embedded'),
+  FACEMATCH_VECTOR_NAMESPACE: z
+    .string()
+    .regex(/^([a-z][a-z0-9_]{0,39})?$/, 'lowercase letters, digits and underscores, starting with a letter, at most 40')
+    .default(''),
   FACEMATCH_MATCH_STORE: z.enum(['embedded', 'postgres']).default('embedded'),
   FACEMATCH_OBJECT_STORE: z.enum(['embedded', 's3']).default('embedded'),
   FACEMATCH_POSTGRES_URL: urlOf(/^postgres(ql)?:$/, 'a postgres://user:password@host:port/database URL').optional(),
@@ -205,6 +209,11 @@ export interface StoreConfig {
   vectorStore: 'embedded' | 'milvus';
   matchStore: 'embedded' | 'postgres';
   objectStore: 'embedded' | 's3';
+  /**
+   * A separate set of vector collections/tables ('' = the default set): the embedded schema
+   * `vectors_<ns>`, Milvus `<prefix>_<ns>_action_faces` ... (to move to a model pack of another embedder).
+   */
+  vectorNamespace: string;
   /** Embedded stores live here: db/ (PGlite) and objects/ (annotated images). */
   dataDir: string;
   bucket: string;
@@ -298,6 +307,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       vectorStore: e.FACEMATCH_VECTOR_STORE,
       matchStore: e.FACEMATCH_MATCH_STORE,
       objectStore: e.FACEMATCH_OBJECT_STORE,
+      vectorNamespace: e.FACEMATCH_VECTOR_NAMESPACE,
       dataDir: path.resolve(e.FACEMATCH_DATA_DIR),
       bucket: e.FACEMATCH_BUCKET,
       annotatedMaxSide: e.FACEMATCH_ANNOTATED_MAX_SIDE,

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'MODEL_NOT_FOUND'
   | 'MODEL_MISMATCH'
   | 'MODEL_CHECKSUM_MISMATCH'
+  | 'EMBEDDER_MISMATCH'
   | 'CONFIG_INVALID'
   | 'NOT_FOUND'
   | 'BACKEND_UNAVAILABLE'
@@ -91,6 +92,14 @@ export class ModelChecksumError extends FacematchError {
   readonly code = 'MODEL_CHECKSUM_MISMATCH';
 }
 
+/**
+ * The vector store holds embeddings of another embedder than the configured model pack's: vectors of
+ * two embedders must never be compared. Raised at start; the message names both.
+ */
+export class EmbedderMismatchError extends FacematchError {
+  readonly code = 'EMBEDDER_MISMATCH';
+}
+
 export class ConfigError extends FacematchError {
   readonly code = 'CONFIG_INVALID';
 }
@@ -149,6 +158,7 @@ const BY_CODE: Record<ErrorCode, new (message: string) => FacematchError> = {
   MODEL_NOT_FOUND: ModelNotFoundError,
   MODEL_MISMATCH: ModelMismatchError,
   MODEL_CHECKSUM_MISMATCH: ModelChecksumError,
+  EMBEDDER_MISMATCH: EmbedderMismatchError,
   CONFIG_INVALID: ConfigError,
   INTERNAL: InternalError,
 };

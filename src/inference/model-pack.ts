@@ -10,6 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../config/config.js';
 import { ConfigError, ModelChecksumError, ModelNotFoundError } from '../domain/errors.js';
+import type { EmbedderIdentity } from '../ports/vector-store.js';
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'a lowercase hex sha256');
 const size = z.tuple([z.number().int().positive(), z.number().int().positive()]);
@@ -70,6 +71,11 @@ export async function readModelPack(name: string): Promise<ModelPack> {
     throw new ConfigError(`model pack manifest ${file} is invalid: ${problems}`);
   }
   return parsed.data;
+}
+
+/** Which embedder a pack's vectors come from, as the vector store records it (see VectorStore.init). */
+export function embedderIdentity(pack: ModelPack): EmbedderIdentity {
+  return { pack: pack.name, sha256: pack.embedder.sha256 };
 }
 
 export function modelPath(modelsDir: string, file: string): string {

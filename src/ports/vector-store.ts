@@ -33,9 +33,36 @@ export interface SearchQuery {
   minSimilarity: number;
 }
 
+/**
+ * Which embedder made a store's vectors. Embeddings of two embedders live in different spaces (even
+ * at the same dimension) and must never be compared: the sha256 of the embedder's weights decides
+ * (two packs with the same embedder, buffalo_s and buffalo_sc, share a space); the pack name is
+ * what messages show.
+ */
+export interface EmbedderIdentity {
+  /** Model pack name, e.g. `buffalo_l`. */
+  pack: string;
+  /** sha256 of the embedder's weights (the manifest's `embedder.sha256`), lowercase hex. */
+  sha256: string;
+}
+
+export interface VectorStoreInitOptions {
+  /**
+   * Recorded with the vectors by a store that has none yet (a new store, or one made before
+   * identities were recorded); a store holding another embedder's vectors refuses to start with
+   * EmbedderMismatchError. Without it (tests and benchmarks of a store alone) nothing is checked.
+   */
+  embedder?: EmbedderIdentity;
+  /**
+   * Selects a separate set of collections/tables, e.g. for a new model pack ('' or absent: the
+   * default set). Lowercase letters, digits and underscores, starting with a letter, at most 40.
+   */
+  namespace?: string;
+}
+
 export interface VectorStore {
-  /** Creates collections/indexes if missing; idempotent. */
-  init(dimension: number): Promise<void>;
+  /** Creates collections/indexes if missing, records or checks the embedder; idempotent. */
+  init(dimension: number, options?: VectorStoreInitOptions): Promise<void>;
   /** Inserts or replaces by id. */
   upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void>;
   /** Nearest first. */

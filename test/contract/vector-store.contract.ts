@@ -1,10 +1,11 @@
 /**
  * Behaviour every VectorStore must have (embedded pgvector, Milvus). A test file calls
  * `vectorStoreContract(name, make)`; the store it makes may already hold data (a shared server):
- * every test writes under ids, events and users of its own.
+ * every test writes under ids, events and users of its own, and the embedding-space tests in
+ * namespaces of their own.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Collection, VectorRecord, VectorStore } from '../../src/ports/vector-store.js';
+import type { Collection, EmbedderIdentity, VectorRecord, VectorStore } from '../../src/ports/vector-store.js';
 import { seededRandom } from '../support/seeded-random.js';
 
 /** The dimension the contract initialises the store with (ArcFace's). */
@@ -50,9 +51,17 @@ export interface StoreUnderTest<S> {
   cleanup: () => Promise<void>;
 }
 
-export function vectorStoreContract(name: string, make: () => Promise<StoreUnderTest<VectorStore>>): void {
+export interface VectorStoreUnderTest extends StoreUnderTest<VectorStore> {
+  /**
+   * Another store on the same backing (same data directory, same Milvus and collection prefix), not
+   * yet initialised: a service started again, or another replica. The test closes it.
+   */
+  another: () => Promise<VectorStore>;
+}
+
+export function vectorStoreContract(name: string, make: () => Promise<VectorStoreUnderTest>): void {
   describe(`VectorStore contract: ${name}`, () => {
-    let subject: StoreUnderTest<VectorStore> | undefined;
+    let subject: VectorStoreUnderTest | undefined;
     const store = (): VectorStore => subject!.store;
     const ns = `vc${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
     let serial = 0;
@@ -239,6 +248,69 @@ export function vectorStoreContract(name: string, make: () => Promise<StoreUnder
       const short = randomUnit(random, CONTRACT_DIMENSION - 1);
       await expect(store().upsert('action_faces', [record(event, short)])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
       await expect(search('action_faces', event, short)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    });
+
+    describe('one embedding space per store', () => {
+      // Two embedders of the same dimension: what a pack change looks like to the store.
+      const A: EmbedderIdentity = { pack: 'pack_a', sha256: 'a1'.repeat(32) };
+      const B: EmbedderIdentity = { pack: 'pack_b', sha256: 'b2'.repeat(32) };
+      const opened: VectorStore[] = [];
+      /** Another store on the subject's backing, initialised with these options. */
+      const start = async (options: Parameters<VectorStore['init']>[1]): Promise<VectorStore> => {
+        const s = await subject!.another();
+        opened.push(s);
+        await s.init(CONTRACT_DIMENSION, options);
+        return s;
+      };
+      const refusal = (stored: EmbedderIdentity, configured: EmbedderIdentity) => ({
+        code: 'EMBEDDER_MISMATCH',
+        message: expect.stringMatching(
+          new RegExp(`${stored.pack} \\(embedder sha256 ${stored.sha256.slice(0, 12)}.*${configured.pack} \\(embedder sha256 ${configured.sha256.slice(0, 12)}.*FACEMATCH_VECTOR_NAMESPACE`),
+        ) as string,
+      });
+      afterAll(async () => {
+        for (const s of opened.splice(0)) await s.close();
+      });
+
+      it('a store started with embedder A refuses embedder B, naming both; B in a fresh namespace starts empty; A still works', async () => {
+        const [nsA, nsB] = [`${ns}_a`, `${ns}_b`];
+        const event = fresh('event');
+        const v = randomUnit(random);
+
+        const a = await start({ embedder: A, namespace: nsA });
+        const ofA = record(event, v);
+        await a.upsert('action_faces', [ofA]);
+
+        const b = await subject!.another();
+        opened.push(b);
+        await expect(b.init(CONTRACT_DIMENSION, { embedder: B, namespace: nsA })).rejects.toMatchObject(refusal(A, B));
+
+        const fresher = await start({ embedder: B, namespace: nsB });
+        expect(await fresher.search('action_faces', { eventId: event, embedding: v, limit: 5, minSimilarity: -1 })).toEqual([]);
+        const ofB = record(event, unitNear(v, 0.99, random));
+        await fresher.upsert('action_faces', [ofB]);
+        expect((await fresher.search('action_faces', { eventId: event, embedding: v, limit: 5, minSimilarity: -1 })).map((h) => h.id)).toEqual([ofB.id]);
+        // Started with B again: the namespace has recorded B.
+        await expect(start({ embedder: A, namespace: nsB })).rejects.toMatchObject(refusal(B, A));
+
+        const again = await start({ embedder: A, namespace: nsA });
+        expect((await again.search('action_faces', { eventId: event, embedding: v, limit: 5, minSimilarity: -1 })).map((h) => h.id)).toEqual([ofA.id]);
+        // The embedder decides, not the pack's name: another pack with A's embedder shares the space.
+        await start({ embedder: { pack: 'pack_a_renamed', sha256: A.sha256 }, namespace: nsA });
+      });
+
+      it('a store that holds vectors but no embedder (made before embedders were recorded) adopts the first one, then refuses another', async () => {
+        // The subject's default collections: written above without an embedder.
+        const event = fresh('event');
+        const v = randomUnit(random);
+        const old = record(event, v);
+        await store().upsert('action_faces', [old]);
+
+        const a = await start({ embedder: A });
+        expect((await a.search('action_faces', { eventId: event, embedding: v, limit: 5, minSimilarity: -1 })).map((h) => h.id)).toEqual([old.id]);
+        await expect(start({ embedder: B })).rejects.toMatchObject(refusal(A, B));
+        await start({ embedder: A });
+      });
     });
   });
 }

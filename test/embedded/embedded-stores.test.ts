@@ -10,10 +10,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalObjectStore } from '../../src/adapters/embedded/local.object-store.js';
-import { PgliteDatabase } from '../../src/adapters/embedded/pglite.database.js';
+import { PgliteDatabase, readMigrations, VECTOR_MIGRATIONS_DIR } from '../../src/adapters/embedded/pglite.database.js';
 import { PgliteMatchStore } from '../../src/adapters/embedded/pglite.match-store.js';
 import { PgliteVectorStore } from '../../src/adapters/embedded/pglite.vector-store.js';
+import { applyMigrations } from '../../src/adapters/postgres/migrations.js';
 import { faceId, type FaceRecord, type PhotoRecord } from '../../src/domain/photo.js';
+import type { VectorStoreInitOptions } from '../../src/ports/vector-store.js';
 import { matchStoreContract } from '../contract/match-store.contract.js';
 import { objectStoreContract } from '../contract/object-store.contract.js';
 import {
@@ -65,8 +67,9 @@ async function freshDataDir(): Promise<string> {
 }
 
 vectorStoreContract('embedded (PGlite + pgvector)', async () => {
-  const store = new PgliteVectorStore(await PgliteDatabase.open(await freshDataDir()));
-  return { store, cleanup: () => Promise.resolve() };
+  const dir = await freshDataDir();
+  const store = new PgliteVectorStore(await PgliteDatabase.open(dir));
+  return { store, another: async () => new PgliteVectorStore(await PgliteDatabase.open(dir)), cleanup: () => Promise.resolve() };
 });
 
 matchStoreContract('embedded (PGlite)', async () => {
@@ -125,11 +128,11 @@ interface Stores {
   close: () => Promise<void>;
 }
 
-async function openStores(dataDir: string, dimension = DIM): Promise<Stores> {
+async function openStores(dataDir: string, dimension = DIM, options?: VectorStoreInitOptions): Promise<Stores> {
   const db = await PgliteDatabase.open(dataDir);
   const vectors = new PgliteVectorStore(await PgliteDatabase.open(dataDir));
   const matches = new PgliteMatchStore(await PgliteDatabase.open(dataDir));
-  await vectors.init(dimension);
+  await vectors.init(dimension, options);
   await matches.init();
   return {
     db,
@@ -183,15 +186,63 @@ describe('embedded database', () => {
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'vectors', version: '0001_vectors' },
+      { scope: 'vectors', version: '0002_embedding_space' },
     ]);
     await stores.close();
 
     const again = await openStores(dir);
-    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 3 }]);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 4 }]);
     const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
     await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
     await wrong.close();
     await again.close();
+  });
+
+  it('a database of the version before embedders were recorded keeps its vectors and adopts the first embedder; a namespace is a schema of its own', async () => {
+    const dir = await freshDataDir();
+    // What the previous version left: the vector tables (0001 only) and a vector in them.
+    const old = await PgliteDatabase.open(dir);
+    await applyMigrations(old, 'vectors', (await readMigrations(VECTOR_MIGRATIONS_DIR, { DIM: String(DIM) })).slice(0, 1), 'old version');
+    const v = randomUnit(seededRandom(11));
+    await old.query(`INSERT INTO action_faces (id, event_id, photo_id, embedding) VALUES ('f1', 'e1', 'p1', $1::text::vector)`, [`[${v.join(',')}]`]);
+    await old.close();
+
+    const A = { pack: 'buffalo_l', sha256: '4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43' };
+    const B = { pack: 'buffalo_s', sha256: '9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f' };
+    const stores = await openStores(dir, DIM, { embedder: A });
+    expect((await stores.vectors.search('action_faces', { eventId: 'e1', embedding: v, limit: 3, minSimilarity: 0.9 })).map((h) => h.id)).toEqual(['f1']);
+    expect(await stores.db.query('SELECT pack, sha256 FROM embedding_space')).toEqual([A]);
+
+    const refused = new PgliteVectorStore(await PgliteDatabase.open(dir));
+    await expect(refused.init(DIM, { embedder: B })).rejects.toMatchObject({
+      code: 'EMBEDDER_MISMATCH',
+      message: expect.stringMatching(/embedded database at .* holds embeddings of model pack buffalo_l \(embedder sha256 4c06341c33c2…\), but this service runs model pack buffalo_s \(embedder sha256 9cc6e4a75f0e…\)/) as string,
+    });
+    await refused.close();
+
+    const next = new PgliteVectorStore(await PgliteDatabase.open(dir));
+    await next.init(DIM, { embedder: B, namespace: 'next' });
+    expect(await next.search('action_faces', { eventId: 'e1', embedding: v, limit: 3, minSimilarity: -1 })).toEqual([]);
+    await next.close();
+    const tables = await stores.db.query<{ schema: string; name: string }>(
+      `SELECT table_schema AS schema, table_name AS name FROM information_schema.tables
+        WHERE table_name IN ('action_faces', 'user_samples', 'embedding_space', 'photos') ORDER BY 1, 2`,
+    );
+    expect(tables).toEqual([
+      { schema: 'public', name: 'action_faces' },
+      { schema: 'public', name: 'embedding_space' },
+      { schema: 'public', name: 'photos' },
+      { schema: 'public', name: 'user_samples' },
+      { schema: 'vectors_next', name: 'action_faces' },
+      { schema: 'vectors_next', name: 'embedding_space' },
+      { schema: 'vectors_next', name: 'user_samples' },
+    ]);
+    expect(await stores.db.query("SELECT version FROM schema_migrations WHERE scope = 'vectors:next' ORDER BY 1")).toEqual([
+      { version: '0001_vectors' },
+      { version: '0002_embedding_space' },
+    ]);
+    expect(await stores.db.query('SELECT pack FROM vectors_next.embedding_space')).toEqual([{ pack: 'buffalo_s' }]);
+    await stores.close();
   });
 
   it('reports BACKEND_UNAVAILABLE, naming the directory, once closed', async () => {
@@ -365,6 +416,7 @@ describe('embedded database', () => {
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'vectors', version: '0001_vectors' },
+      { scope: 'vectors', version: '0002_embedding_space' },
     ]);
     // Every photo has exactly the faces its record says, numbered from 0; no face without its photo.
     const photos = await db.query<{ photo_id: string; source_url: string; faces: number; max_idx: number | null }>(

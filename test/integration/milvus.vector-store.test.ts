@@ -34,10 +34,9 @@ async function milvusSh(fn: 'milvus_up' | 'milvus_down' | 'milvus_env'): Promise
 }
 
 const RUN = `it_${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6).toString(36)}`;
-const prefixes = new Set<string>();
 
+/** Every prefix of this run starts with RUN: afterAll drops the collections whose names do. */
 function options(prefix: string, over: Partial<MilvusVectorStoreOptions> = {}): MilvusVectorStoreOptions & { token: string | undefined } {
-  prefixes.add(prefix);
   const config = parseConfig({ ...process.env, FACEMATCH_MILVUS_COLLECTION_PREFIX: prefix }).milvus;
   return { ...config, ...over };
 }
@@ -46,8 +45,10 @@ afterAll(async () => {
   if (!ADDRESS) return;
   const client = new MilvusClient({ address: ADDRESS, timeout: 10_000, logLevel: 'error' });
   try {
-    for (const prefix of prefixes) {
-      for (const suffix of ['action_faces', 'user_samples']) await client.dropCollection({ collection_name: `${prefix}_${suffix}` }).catch(() => undefined);
+    // With the collections of the namespaces the tests made (`<prefix>_<namespace>_action_faces`).
+    const listed = await client.showCollections();
+    for (const { name } of listed.data) {
+      if (name.startsWith(`${RUN}_`)) await client.dropCollection({ collection_name: name }).catch(() => undefined);
     }
   } finally {
     client.closeConnection();
@@ -55,7 +56,13 @@ afterAll(async () => {
 }, 120_000);
 
 describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
-  vectorStoreContract('Milvus', () => Promise.resolve({ store: MilvusVectorStore.connect(options(`${RUN}_contract`)), cleanup: () => Promise.resolve() }));
+  vectorStoreContract('Milvus', () =>
+    Promise.resolve({
+      store: MilvusVectorStore.connect(options(`${RUN}_contract`)),
+      another: () => Promise.resolve(MilvusVectorStore.connect(options(`${RUN}_contract`))),
+      cleanup: () => Promise.resolve(),
+    }),
+  );
 
   describe('beyond the contract', () => {
     const random = seededRandom(7);

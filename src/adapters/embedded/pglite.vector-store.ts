@@ -16,10 +16,25 @@
  * ms at 25,000, against ~3 ms for the HNSW walk. So: events of at most EXACT_SEARCH_MAX_ROWS rows
  * (counted on the event index first) are searched exactly, where that is cheapest and always
  * complete; larger ones through the HNSW index (sorting disabled, so the planner takes the index).
+ *
+ * Embedding spaces. The table `embedding_space` records which embedder made the vectors (see
+ * embedding-space.ts). A namespace is a PostgreSQL schema, `vectors_<namespace>`, holding its own
+ * tables (the same migrations, recorded under the scope `vectors:<namespace>`); the default set is
+ * in `public`. The match store's tables are untouched by either.
  */
 import { ConfigError, InvalidArgumentError } from '../../domain/errors.js';
-import type { Collection, SearchQuery, VectorHit, VectorRecord, VectorStore } from '../../ports/vector-store.js';
-import { VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
+import type {
+  Collection,
+  EmbedderIdentity,
+  SearchQuery,
+  VectorHit,
+  VectorRecord,
+  VectorStore,
+  VectorStoreInitOptions,
+} from '../../ports/vector-store.js';
+import { applyMigrations } from '../postgres/migrations.js';
+import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
+import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
 
 /** pgvector's HNSW limit for `vector`. */
 const MAX_DIMENSION = 2000;
@@ -44,7 +59,7 @@ const UPSERT_ROWS_PER_STATEMENT = 4;
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
 
-const TABLES: Readonly<Record<Collection, string>> = { action_faces: 'action_faces', user_samples: 'user_samples' };
+const COLLECTIONS: readonly Collection[] = ['action_faces', 'user_samples'];
 
 interface HitRow {
   /** Index of the query this row answers. */
@@ -58,16 +73,27 @@ interface HitRow {
 
 export class PgliteVectorStore implements VectorStore {
   private dimension: number | undefined;
+  /** Schema-qualified table of each collection, set by init(). */
+  private tables: Record<Collection, string> | undefined;
 
   /** Takes ownership of the lease: `close()` ends it. */
   constructor(private readonly db: PgliteDatabase) {}
 
-  async init(dimension: number): Promise<void> {
+  async init(dimension: number, options: VectorStoreInitOptions = {}): Promise<void> {
     if (!Number.isInteger(dimension) || dimension < 1 || dimension > MAX_DIMENSION) {
       throw new ConfigError(`embedding dimension must be an integer in 1..${MAX_DIMENSION}, got ${dimension}`);
     }
-    await this.db.migrate('vectors', VECTOR_MIGRATIONS_DIR, { DIM: String(dimension) });
-    for (const table of Object.values(TABLES)) {
+    const namespace = checkNamespace(options.namespace);
+    const embedder = options.embedder && checkEmbedder(options.embedder);
+    const schema = namespace === '' ? 'public' : `vectors_${namespace}`;
+    const where = `embedded database at ${this.db.dataDir}${namespace === '' ? '' : ` (vector namespace ${namespace})`}`;
+    await this.migrate(namespace, schema, dimension);
+
+    // Another embedder's vectors are refused first: that, not the dimension, is what to fix.
+    const stored = await this.storedEmbedder(schema);
+    if (embedder && stored && !sameEmbedder(stored, embedder)) throw embedderMismatch(where, stored, embedder);
+    const tables = Object.fromEntries(COLLECTIONS.map((c) => [c, `${schema}.${c}`])) as Record<Collection, string>;
+    for (const table of Object.values(tables)) {
       // pgvector stores the dimension as the column's typmod.
       const [row] = await this.db.query<{ dim: number }>(
         `SELECT atttypmod AS dim FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'embedding'`,
@@ -75,11 +101,44 @@ export class PgliteVectorStore implements VectorStore {
       );
       if (row?.dim !== dimension) {
         throw new ConfigError(
-          `embedded database at ${this.db.dataDir}: ${table} holds ${row?.dim ?? '?'}-dimensional embeddings, the model makes ${dimension}; use a new data directory for another model`,
+          `${where}: ${table} holds ${row?.dim ?? '?'}-dimensional embeddings, the model makes ${dimension}; set FACEMATCH_VECTOR_NAMESPACE to a new name for another model`,
         );
       }
     }
+    if (embedder && !stored) {
+      // Tables made before identities were recorded, or just now: they adopt this embedder.
+      await this.db.query(`INSERT INTO ${schema}.embedding_space (pack, sha256) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [embedder.pack, embedder.sha256]);
+      const recorded = await this.storedEmbedder(schema);
+      if (recorded && !sameEmbedder(recorded, embedder)) throw embedderMismatch(where, recorded, embedder);
+    }
+    this.tables = tables;
     this.dimension = dimension;
+  }
+
+  /**
+   * Applies the vector migrations to the namespace's schema. A namespace runs the same files with
+   * its schema first on the search path (set inside each migration's transaction; the checksums are
+   * the files'), so its tables and indexes land there, and records them under its own scope.
+   */
+  private async migrate(namespace: string, schema: string, dimension: number): Promise<void> {
+    const vars = { DIM: String(dimension) };
+    if (namespace === '') {
+      await this.db.migrate('vectors', VECTOR_MIGRATIONS_DIR, vars);
+      return;
+    }
+    // pgvector in public (where the default set has it), not in the first schema of the path.
+    await this.db.query('CREATE EXTENSION IF NOT EXISTS vector SCHEMA public');
+    await this.db.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    const migrations = (await readMigrations(VECTOR_MIGRATIONS_DIR, vars)).map((m) => ({
+      ...m,
+      sql: `SET LOCAL search_path TO ${schema}, public;\n${m.sql}`,
+    }));
+    await applyMigrations(this.db, `vectors:${namespace}`, migrations, `embedded database at ${this.db.dataDir}`);
+  }
+
+  private async storedEmbedder(schema: string): Promise<EmbedderIdentity | undefined> {
+    const [row] = await this.db.query<EmbedderIdentity>(`SELECT pack, sha256 FROM ${schema}.embedding_space`);
+    return row;
   }
 
   async upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void> {
@@ -202,10 +261,10 @@ export class PgliteVectorStore implements VectorStore {
   }
 
   async deleteByUser(userId: string): Promise<number> {
-    this.ready();
+    const [a, u] = [this.table('action_faces'), this.table('user_samples')];
     const rows = await this.db.query<{ n: number }>(
-      `WITH a AS (DELETE FROM action_faces WHERE user_id = $1 RETURNING 1),
-            u AS (DELETE FROM user_samples WHERE user_id = $1 RETURNING 1)
+      `WITH a AS (DELETE FROM ${a} WHERE user_id = $1 RETURNING 1),
+            u AS (DELETE FROM ${u} WHERE user_id = $1 RETURNING 1)
        SELECT (SELECT count(*) FROM a)::int + (SELECT count(*) FROM u)::int AS n`,
       [userId],
     );
@@ -213,10 +272,10 @@ export class PgliteVectorStore implements VectorStore {
   }
 
   async countByUser(userId: string): Promise<number> {
-    this.ready();
+    const [a, u] = [this.table('action_faces'), this.table('user_samples')];
     const rows = await this.db.query<{ n: number }>(
-      `SELECT (SELECT count(*) FROM action_faces WHERE user_id = $1)::int
-            + (SELECT count(*) FROM user_samples WHERE user_id = $1)::int AS n`,
+      `SELECT (SELECT count(*) FROM ${a} WHERE user_id = $1)::int
+            + (SELECT count(*) FROM ${u} WHERE user_id = $1)::int AS n`,
       [userId],
     );
     return rows[0]?.n ?? 0;
@@ -237,7 +296,8 @@ export class PgliteVectorStore implements VectorStore {
 
   private table(collection: Collection): string {
     this.ready();
-    const table = TABLES[collection] as string | undefined;
+    // An unknown name (from an untyped caller) finds no table.
+    const table = (this.tables as Partial<Record<string, string>> | undefined)?.[collection];
     if (table === undefined) throw new InvalidArgumentError(`unknown collection ${String(collection)}`);
     return table;
   }

@@ -179,6 +179,49 @@ describe('MilvusVectorStore (fake client)', () => {
     await expect(store.init(512)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/256-dimensional.*512/) as string });
   });
 
+  it('records the embedder on collections without one; refuses another embedder before building or loading anything', async () => {
+    const A = { pack: 'buffalo_l', sha256: '4c'.repeat(32) };
+    const B = { pack: 'buffalo_s', sha256: '9c'.repeat(32) };
+    const properties = new Map<string, { key: string; value: string }[]>();
+    const server = (calls: Calls) =>
+      fake(
+        {
+          ...existing('v2.3.5'),
+          describeCollection: ({ collection_name }: { collection_name: string }) => ({
+            ...(existing('v2.3.5').describeCollection as () => object)(),
+            properties: properties.get(collection_name) ?? [],
+          }),
+          alterCollection: ({ collection_name, properties: p }: { collection_name: string; properties: Record<string, string> }) => {
+            properties.set(collection_name, Object.entries(p).map(([key, value]) => ({ key, value })));
+            return OK;
+          },
+        },
+        calls,
+      );
+    const first: Calls = [];
+    await new MilvusVectorStore(server(first), OPTIONS).init(4, { embedder: A, namespace: 'next' });
+    expect(first.filter((c) => c.method === 'alterCollection').map((c) => c.args)).toMatchObject([
+      { collection_name: 'fm_next_action_faces', properties: { 'facematch.embedder.pack': 'buffalo_l', 'facematch.embedder.sha256': A.sha256 } },
+      { collection_name: 'fm_next_user_samples', properties: { 'facematch.embedder.pack': 'buffalo_l', 'facematch.embedder.sha256': A.sha256 } },
+    ]);
+
+    const second: Calls = [];
+    await expect(new MilvusVectorStore(server(second), OPTIONS).init(4, { embedder: B, namespace: 'next' })).rejects.toMatchObject({
+      code: 'EMBEDDER_MISMATCH',
+      message: expect.stringMatching(
+        /^Milvus at milvus.test:19530, collection fm_next_action_faces, holds embeddings of model pack buffalo_l \(embedder sha256 4c4c4c4c4c4c…\), but this service runs model pack buffalo_s \(embedder sha256 9c9c9c9c9c9c…\).*FACEMATCH_VECTOR_NAMESPACE/,
+      ) as string,
+    });
+    expect(second.map((c) => c.method)).not.toContain('alterCollection');
+    expect(second.map((c) => c.method)).not.toContain('describeIndex');
+    expect(second.map((c) => c.method)).not.toContain('getLoadState');
+
+    // Same embedder under another pack name: the same space. Without an identity: nothing checked.
+    await new MilvusVectorStore(server([]), OPTIONS).init(4, { embedder: { pack: 'buffalo_l_copy', sha256: A.sha256 }, namespace: 'next' });
+    await new MilvusVectorStore(server([]), OPTIONS).init(4, { namespace: 'next' });
+    await expect(new MilvusVectorStore(server([]), OPTIONS).init(4, { namespace: 'Next-1' })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  });
+
   it('maps an unreachable server to BACKEND_UNAVAILABLE naming Milvus', async () => {
     const down = Object.assign(new Error('14 UNAVAILABLE: No connection established'), { code: 14 });
     const store = new MilvusVectorStore(fake({ getVersion: () => Promise.reject(down) }), OPTIONS);

@@ -1,6 +1,6 @@
 /**
  * VectorStore on Milvus 2.3: one collection per port collection (`<prefix>_action_faces`,
- * `<prefix>_user_samples`), each with
+ * `<prefix>_user_samples`; with a namespace `<prefix>_<namespace>_action_faces` ...), each with
  *
  *   id         VarChar primary key (the deterministic face/sample id: a retry replaces, never duplicates)
  *   event_id   VarChar, the partition key (a search filtered by event reads that event's partition)
@@ -31,6 +31,13 @@
  * compacts them (automatically, once a segment's share of deleted rows or their age passes
  * thresholds, or on request). `compact()` requests it, e.g. after a user is forgotten.
  *
+ * Embedding space. Each collection's properties record which embedder made its vectors
+ * (`facematch.embedder.pack`, `facematch.embedder.sha256`; see embedding-space.ts): Milvus keeps
+ * them in its metadata with the schema, and describeCollection, which init() calls anyway, returns
+ * them. A collection without them (new, or made before they were recorded) gets them by
+ * alterCollection, which merges properties. init() refuses a collection of another embedder before
+ * it builds an index or loads anything.
+ *
  * Failures: every call has a deadline (`timeoutMs`); a server that cannot be reached or does not
  * answer in time surfaces as BackendUnavailableError naming Milvus and its address. The gRPC channel
  * reconnects on its own (backoff capped at 2 s), so the same instance recovers when Milvus is back.
@@ -57,7 +64,16 @@ import {
   InternalError,
   InvalidArgumentError,
 } from '../../domain/errors.js';
-import type { Collection, SearchQuery, VectorHit, VectorRecord, VectorStore } from '../../ports/vector-store.js';
+import type {
+  Collection,
+  EmbedderIdentity,
+  SearchQuery,
+  VectorHit,
+  VectorRecord,
+  VectorStore,
+  VectorStoreInitOptions,
+} from '../../ports/vector-store.js';
+import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
 
 /** The calls the store makes: a unit test hands in a fake with these, the store the real client. */
 export type MilvusApi = Pick<
@@ -67,6 +83,7 @@ export type MilvusApi = Pick<
   | 'hasCollection'
   | '_createCollection'
   | 'describeCollection'
+  | 'alterCollection'
   | 'describeIndex'
   | 'createIndex'
   | 'loadCollection'
@@ -134,6 +151,9 @@ const SEARCH_BATCH = 256;
 const NATIVE_UPSERT_SINCE: readonly [number, number, number] = [2, 4, 0];
 const SUFFIX: Readonly<Record<Collection, string>> = { action_faces: 'action_faces', user_samples: 'user_samples' };
 const OUTPUT_FIELDS = ['id', 'event_id', 'photo_id', 'user_id'];
+/** Collection properties that record the embedder. */
+const PACK_PROPERTY = 'facematch.embedder.pack';
+const SHA256_PROPERTY = 'facematch.embedder.sha256';
 
 interface CollectionState {
   name: string;
@@ -192,15 +212,18 @@ export class MilvusVectorStore implements VectorStore {
     return new MilvusVectorStore(client, options);
   }
 
-  async init(dimension: number): Promise<void> {
+  async init(dimension: number, options: VectorStoreInitOptions = {}): Promise<void> {
     if (!Number.isInteger(dimension) || dimension < 2 || dimension > 32_768) {
       throw new ConfigError(`embedding dimension must be an integer in 2..32768 (Milvus's range), got ${dimension}`);
     }
+    const namespace = checkNamespace(options.namespace);
+    const embedder = options.embedder && checkEmbedder(options.embedder);
     const version = await this.rpc('get the server version', () => this.client.getVersion());
     this.nativeUpsert = versionAtLeast(version.version, NATIVE_UPSERT_SINCE);
+    const base = namespace === '' ? this.options.collectionPrefix : `${this.options.collectionPrefix}_${namespace}`;
     const states = {} as Record<Collection, CollectionState>;
     for (const collection of Object.keys(SUFFIX) as Collection[]) {
-      states[collection] = await this.prepare(`${this.options.collectionPrefix}_${SUFFIX[collection]}`, dimension);
+      states[collection] = await this.prepare(`${base}_${SUFFIX[collection]}`, dimension, embedder);
     }
     this.collections = states;
     this.dimension = dimension;
@@ -395,8 +418,11 @@ export class MilvusVectorStore implements VectorStore {
     return Promise.resolve();
   }
 
-  /** Creates the collection, its index and loads it, as far as each is missing; checks what exists. */
-  private async prepare(name: string, dimension: number): Promise<CollectionState> {
+  /**
+   * Creates the collection, its index and loads it, as far as each is missing; checks what exists;
+   * records the embedder on a collection that has none (see "Embedding space" in the file comment).
+   */
+  private async prepare(name: string, dimension: number, embedder: EmbedderIdentity | undefined): Promise<CollectionState> {
     const has = await this.rpc('check a collection', () => this.client.hasCollection({ collection_name: name, timeout: this.options.timeoutMs }));
     this.check('check a collection', has.status);
     if (!has.value) {
@@ -423,6 +449,9 @@ export class MilvusVectorStore implements VectorStore {
 
     const described = await this.rpc('describe a collection', () => this.client.describeCollection({ collection_name: name, timeout: this.options.timeoutMs }));
     this.check('describe a collection', described.status);
+    // Another embedder's vectors are refused first: that, not the dimension, is what to fix.
+    const stored = storedEmbedder(described.properties);
+    if (embedder && stored && !sameEmbedder(stored, embedder)) throw embedderMismatch(`${this.where}, collection ${name},`, stored, embedder);
     const fields = new Map(described.schema.fields.map((f) => [f.name, f]));
     for (const field of ['id', 'event_id', 'photo_id', 'user_id', 'embedding']) {
       if (!fields.has(field)) throw new ConfigError(`${this.where}: collection ${name} has no field ${field}; it was not made by facematch (use another collection prefix)`);
@@ -430,9 +459,10 @@ export class MilvusVectorStore implements VectorStore {
     const dimParam = fields.get('embedding')!.type_params.find((p) => p.key === 'dim')?.value;
     if (Number(dimParam) !== dimension) {
       throw new ConfigError(
-        `${this.where}: collection ${name} holds ${String(dimParam ?? '?')}-dimensional embeddings, the model makes ${dimension}; use another collection prefix for another model`,
+        `${this.where}: collection ${name} holds ${String(dimParam ?? '?')}-dimensional embeddings, the model makes ${dimension}; set FACEMATCH_VECTOR_NAMESPACE to a new name for another model`,
       );
     }
+    if (embedder && !stored) await this.recordEmbedder(name, embedder);
 
     let index = await this.rpc('describe an index', () => this.client.describeIndex({ collection_name: name, field_name: 'embedding', timeout: this.options.timeoutMs }));
     if (!isSuccess(index.status) || index.index_descriptions.length === 0) {
@@ -467,6 +497,27 @@ export class MilvusVectorStore implements VectorStore {
       name,
       searchParams: indexType === 'HNSW' ? (limit) => ({ ef: Math.max(ef, limit) }) : () => ({}),
     };
+  }
+
+  /**
+   * Records the embedder in the collection's properties, then reads them back: of two replicas
+   * starting at once with different embedders on a new collection, the one whose write was
+   * overwritten sees the other's and refuses.
+   */
+  private async recordEmbedder(name: string, embedder: EmbedderIdentity): Promise<void> {
+    const altered = await this.rpc('record the embedder', () =>
+      this.client.alterCollection({
+        collection_name: name,
+        properties: { [PACK_PROPERTY]: embedder.pack, [SHA256_PROPERTY]: embedder.sha256 },
+        timeout: this.options.timeoutMs,
+      }),
+    );
+    this.check('record the embedder', altered);
+    const described = await this.rpc('describe a collection', () => this.client.describeCollection({ collection_name: name, timeout: this.options.timeoutMs }));
+    this.check('describe a collection', described.status);
+    const recorded = storedEmbedder(described.properties);
+    if (!recorded) throw new InternalError(`${this.where}: collection ${name} did not keep the embedder properties it was given`);
+    if (!sameEmbedder(recorded, embedder)) throw embedderMismatch(`${this.where}, collection ${name},`, recorded, embedder);
   }
 
   private async load(name: string): Promise<void> {
@@ -677,6 +728,16 @@ function statusIn(answer: unknown): Status | undefined {
   if (isStatus(answer)) return answer;
   const nested = (answer as { status?: unknown } | null)?.status;
   return isStatus(nested) ? nested : undefined;
+}
+
+/** The embedder recorded in a collection's properties, if any. */
+function storedEmbedder(properties: readonly { key: string; value: string | number }[] | undefined): EmbedderIdentity | undefined {
+  const get = (key: string) => {
+    const value = properties?.find((p) => p.key === key)?.value;
+    return value === undefined ? undefined : String(value);
+  };
+  const sha256 = get(SHA256_PROPERTY);
+  return sha256 ? { pack: get(PACK_PROPERTY) ?? '(unnamed)', sha256 } : undefined;
 }
 
 /** Milvus did not answer before the deadline (it may be down, overloaded, or still catching up). */

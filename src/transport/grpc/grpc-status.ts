@@ -30,6 +30,7 @@ export function grpcStatus(code: ErrorCode): status {
     case 'MODEL_NOT_FOUND':
     case 'MODEL_MISMATCH':
     case 'MODEL_CHECKSUM_MISMATCH':
+    case 'EMBEDDER_MISMATCH':
     case 'CONFIG_INVALID':
     case 'INTERNAL':
       return status.INTERNAL;

@@ -28,6 +28,7 @@ export function httpStatus(code: ErrorCode): number {
     case 'MODEL_NOT_FOUND':
     case 'MODEL_MISMATCH':
     case 'MODEL_CHECKSUM_MISMATCH':
+    case 'EMBEDDER_MISMATCH':
     case 'CONFIG_INVALID':
     case 'INTERNAL':
       return 500;
