@@ -36,7 +36,7 @@ export class InProcessLocks implements KeyedLocks {
   }
 
   private acquire(key: string, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(new CancelledError(`the request was cancelled before it could lock ${short(key)}`));
+    if (signal?.aborted) return Promise.reject(new CancelledError(`the request was cancelled before it could lock ${key}`));
     let queue = this.queues.get(key);
     if (!queue) {
       queue = [];
@@ -62,9 +62,9 @@ export class InProcessLocks implements KeyedLocks {
         signal?.removeEventListener('abort', onAbort);
         reject(error);
       };
-      const onAbort = (): void => leave(new CancelledError(`the request was cancelled while waiting for ${short(key)}`));
+      const onAbort = (): void => leave(new CancelledError(`the request was cancelled while waiting for ${key}`));
       const timer = setTimeout(
-        () => leave(new BackendUnavailableError(`${short(key)} is held by another request for over ${this.waitMs} ms; retry later`)),
+        () => leave(new BackendUnavailableError(`${key} is held by another request for over ${this.waitMs} ms; retry later`)),
         this.waitMs,
       );
       q.push(waiter);
@@ -80,9 +80,4 @@ export class InProcessLocks implements KeyedLocks {
     if (next) next.grant();
     else this.queues.delete(key);
   }
-}
-
-/** A key in a message: never more than a short prefix of what a caller sent. */
-export function short(key: string): string {
-  return key.length > 80 ? `${key.slice(0, 77)}...` : key;
 }

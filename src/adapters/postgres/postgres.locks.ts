@@ -16,7 +16,6 @@ import type { PostgresConfig } from '../../config/config.js';
 import { BackendUnavailableError, CancelledError, FacematchError } from '../../domain/errors.js';
 import type { HeldLocks, KeyedLocks } from '../../ports/locks.js';
 import type { Logger } from '../../telemetry/logger.js';
-import { short } from '../embedded/in-process.locks.js';
 import { describePostgres } from './postgres.match-store.js';
 
 /** The advisory lock space of these locks (the match store's transaction locks use others). */
@@ -99,9 +98,9 @@ export class PostgresAdvisoryLocks implements KeyedLocks {
     for (let attempt = 0; ; attempt++) {
       const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok', [LOCK_CLASS, key]);
       if (rows[0]?.ok) return;
-      if (signal?.aborted) throw new CancelledError(`the request was cancelled while waiting for ${short(key)}`);
+      if (signal?.aborted) throw new CancelledError(`the request was cancelled while waiting for ${key}`);
       if (Date.now() >= deadline) {
-        throw new BackendUnavailableError(`${short(key)} is held by another request for over ${this.waitMs} ms; retry later`);
+        throw new BackendUnavailableError(`${key} is held by another request for over ${this.waitMs} ms; retry later`);
       }
       // 5, 10, 20 ... 200 ms, jittered: a holder's write phase is typically tens to hundreds of ms.
       const delay = Math.min(200, 5 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2);
