@@ -190,6 +190,13 @@ describe('reading image sources', () => {
     expect(open.refusal('127.0.0.2')).toMatch(/loopback/);
   });
 
+  it('an allow-list entry that is not an address or a CIDR is CONFIG_INVALID naming FACEMATCH_SOURCE_ALLOW', () => {
+    for (const entry of ['localhost', '10.0.0.0/33']) {
+      expect(() => new AddressPolicy([entry])).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }) as Error);
+      expect(() => new AddressPolicy([entry])).toThrow(/FACEMATCH_SOURCE_ALLOW/);
+    }
+  });
+
   it('an unsupported scheme is INVALID_ARGUMENT', async () => {
     expect(await codeOf(readImageSource('ftp://example.org/a.jpg', config.source))).toBe('INVALID_ARGUMENT');
   });

@@ -126,7 +126,7 @@ export class HttpImageSource implements ImageSource {
 }
 
 /** The error of a download stopped by its caller; the signal's reason is the cause. */
-export function cancelled(shown: string, signal: AbortSignal): CancelledError {
+function cancelled(shown: string, signal: AbortSignal): CancelledError {
   return new CancelledError(`download of ${shown} cancelled`, { cause: signal.reason });
 }
 
