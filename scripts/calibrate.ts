@@ -2,6 +2,7 @@
  * Calibrates a model pack's match threshold on ../shared/testdata: genuine and impostor cosine
  * distributions (first photo of each identity enrolled, every other photo a probe), and the best
  * similarity any stranger in the crowd photos reaches against the enrolled gallery. Prints tables.
+ * A gallery person who appears in a crowd photo (IN_CROWDS) is a probe of that person, not a stranger.
  *   npm run calibrate            (FACEMATCH_MODEL_PACK / FACEMATCH_MODELS_DIR as usual; test pack by default)
  */
 
@@ -31,12 +32,29 @@ for (const { id, files } of identities()) {
     else probes.push({ id, e: face.embedding });
   }
 }
-for (const p of probes) for (const [id, g] of gallery) (id === p.id ? genuine : impostor).push(cosine(p.e, g));
 
-// Strangers: every face of the photos whose people are outside the gallery.
+/**
+ * Gallery people in the crowd photos, checked by eye (../shared/testdata/README.md): the leftmost
+ * face of insightface_t1 is deepface_id04. Each is a probe of that person; every other face of the
+ * crowd photos is a stranger.
+ */
+const IN_CROWDS: Record<string, { leftmost: string }> = { 'insightface_t1.jpg': { leftmost: 'deepface_id04' } };
+const CROWDS = ['insightface_t1.jpg', 'insightface-rest_lumia.jpg', 'hpc203_selfie.jpg', 'hpc203_s_l.jpg'];
+
+// Strangers: every other face of the crowd photos, against their closest enrolled user.
 const strangers: { photo: string; best: number; who: string }[] = [];
-for (const photo of ['insightface_t1.jpg', 'insightface-rest_lumia.jpg', 'hpc203_selfie.jpg', 'hpc203_s_l.jpg']) {
-  const faces = (await analyzer.analyze(await read(path.join(GROUPS_DIR, photo)))).faces;
+const inCrowds: string[] = [];
+const f3 = (x: number): string => x.toFixed(3);
+for (const photo of CROWDS) {
+  const faces = [...(await analyzer.analyze(await read(path.join(GROUPS_DIR, photo)))).faces].sort((a, b) => a.box.x - b.box.x);
+  const known = IN_CROWDS[photo];
+  if (known) {
+    if (!gallery.has(known.leftmost)) throw new Error(`${known.leftmost} (leftmost in ${photo}) is not enrolled`);
+    const e = faces.shift()!.embedding;
+    probes.push({ id: known.leftmost, e });
+    const [closest, score] = [...gallery].map(([id, g]) => [id, cosine(e, g)] as const).sort((a, b) => b[1] - a[1])[0]!;
+    inCrowds.push(`${photo} leftmost: ${known.leftmost} ${f3(cosine(e, gallery.get(known.leftmost)!))} (closest enrolled: ${closest} ${f3(score)})`);
+  }
   for (const f of faces) {
     let best = -1;
     let who = '';
@@ -48,11 +66,12 @@ for (const photo of ['insightface_t1.jpg', 'insightface-rest_lumia.jpg', 'hpc203
   }
 }
 
+for (const p of probes) for (const [id, g] of gallery) (id === p.id ? genuine : impostor).push(cosine(p.e, g));
+
 const q = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
 };
-const f3 = (x: number): string => x.toFixed(3);
 console.log(`pack ${analyzer.pack.name}: ${gallery.size} enrolled, ${probes.length} probes, ${strangers.length} strangers in crowds\n`);
 console.log('distribution       n     min    p01    p05    p50    p95    p99    max');
 for (const [name, xs] of [['genuine', genuine], ['impostor', impostor], ['stranger (best)', strangers.map((s) => s.best)]] as const) {
@@ -61,7 +80,8 @@ for (const [name, xs] of [['genuine', genuine], ['impostor', impostor], ['strang
   );
 }
 console.log('\nthreshold  impostor-accepted  stranger-accepted  genuine-rejected');
-for (let t = 0.3; t <= 0.601; t += 0.025) {
+const grid = Array.from({ length: 13 }, (_, i) => Math.round((0.3 + i * 0.025) * 1000) / 1000);
+for (const t of [...new Set([...grid, analyzer.threshold])].sort((a, b) => a - b)) {
   const ia = impostor.filter((x) => x >= t).length;
   const sa = strangers.filter((x) => x.best >= t).length;
   const gr = genuine.filter((x) => x < t).length;
@@ -71,4 +91,5 @@ for (let t = 0.3; t <= 0.601; t += 0.025) {
 }
 const top = [...strangers].sort((a, b) => b.best - a.best).slice(0, 5);
 console.log('\nclosest strangers:', top.map((s) => `${s.photo}→${s.who} ${f3(s.best)}`).join(', '));
+console.log(`gallery people in the crowds (probes, not strangers): ${inCrowds.join(', ')}`);
 console.log(`threshold in force: ${analyzer.threshold}`);
