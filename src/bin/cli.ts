@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config, type InferenceConfig } from '../config/config.js';
 import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
 import { cosine, type DetectedFace } from '../domain/face.js';
+import { redactUrl } from '../domain/redact.js';
 import { AddressPolicy } from '../adapters/image-source/address-policy.js';
 import { CompositeImageSource } from '../adapters/image-source/composite.image-source.js';
 import { HttpImageSource } from '../adapters/image-source/http.image-source.js';
@@ -75,7 +76,7 @@ async function detect(args: string[], config: Config, log: Logger): Promise<void
   if (!ref || positionals.length !== 1) throw new InvalidArgumentError('detect takes one image: facematch detect <file-or-url>');
   const analyzer = await FaceAnalyzer.load(wholeMachine(config.inference), config.decode, log);
   const bytes = await imageSource(config).read(ref);
-  const decoded = await analyzer.decode(bytes, ref);
+  const decoded = await analyzer.decode(bytes, redactUrl(ref));
   const faces = await analyzer.detectFaces(decoded);
   if (values.draw) {
     await writeFile(
@@ -93,9 +94,11 @@ async function compare(args: string[], config: Config, log: Logger): Promise<voi
   const source = imageSource(config);
   const [a, b] = await Promise.all(
     positionals.map(async (ref) => {
-      const analysis = await analyzer.analyze(await source.read(ref), ref);
+      // Messages name the image without a URL's credentials or query string.
+      const shown = redactUrl(ref);
+      const analysis = await analyzer.analyze(await source.read(ref), shown);
       const face = analysis.faces[0];
-      if (!face) throw new NoFaceError(`no face found in ${ref}`);
+      if (!face) throw new NoFaceError(`no face found in ${shown}`);
       return face;
     }),
   );
