@@ -3,6 +3,8 @@
  * the bound on work in flight; and the event loop staying responsive under load.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
@@ -19,6 +21,9 @@ let dataDir: string;
 let photos: Awaited<ReturnType<typeof photoServer>>;
 let serving: Serving;
 let base: string;
+/** Accepts connections and never answers. */
+let silent: Server;
+let silentBase: string;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'facematch-http-'));
@@ -33,6 +38,9 @@ beforeAll(async () => {
     ),
   );
   photos = await photoServer(Object.fromEntries(big.map((b, i) => [`/big${i}.jpg`, b])));
+  silent = createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  silentBase = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
   serving = await serve(
     testConfig({ FACEMATCH_DATA_DIR: dataDir, ...LOOPBACK_SERVICE, FACEMATCH_MAX_IN_FLIGHT: '4' }),
     createLogger('warn'),
@@ -41,6 +49,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await serving.stop();
+  silent.closeAllConnections();
+  await new Promise<void>((r) => silent.close(() => r()));
   await photos.close();
   await rm(dataDir, { recursive: true, force: true });
 });
@@ -72,8 +82,9 @@ describe('health, readiness, metrics', () => {
   });
 });
 
-describe('REST fallback', () => {
+describe('REST: the proto3 JSON mapping of the RPCs', () => {
   it('processes, lists, and reports bad input with a stable code', async () => {
+    // The first REST version's short forms (kind FACECAM / ACTION_SHOT) are still read.
     const selfie = await post('/v1/photos', {
       photoId: 'rest-selfie',
       imageUrl: `${photos.base}/faces/facerec_obama/obama.jpg`,
@@ -84,25 +95,112 @@ describe('REST fallback', () => {
     const shot = await post('/v1/photos', {
       photoId: 'rest-shot',
       imageUrl: `${photos.base}/groups/facerec_obama_and_biden.jpg`,
-      kind: 'ACTION_SHOT',
+      kind: 'PHOTO_KIND_ACTION_SHOT',
     });
     expect(shot.status).toBe(200);
-    const result = (await shot.json()) as { faces: { matches: { userId: string }[] }[]; annotated: { key: string } };
+    const result = (await shot.json()) as {
+      kind: string;
+      faces: { faceId: string; landmarks: { x: number; y: number }[]; matches: { userId: string }[] }[];
+      annotated: { key: string };
+      timings: Record<string, number>;
+      matches: unknown[];
+    };
+    expect(result.kind).toBe('PHOTO_KIND_ACTION_SHOT');
     expect(result.faces.flatMap((f) => f.matches.map((m) => m.userId))).toEqual(['obama']);
+    expect(result.faces[0]!.faceId).toBe('rest-shot/0');
+    expect(result.faces[0]!.landmarks[0]).toEqual({ x: expect.any(Number), y: expect.any(Number) });
+    // Default values are written out: an action shot's own matches, the stages that did not run.
+    expect(result.matches).toEqual([]);
+    expect(Object.keys(result.timings).sort()).toEqual(
+      ['alignMs', 'decodeMs', 'detectMs', 'drawMs', 'embedMs', 'fetchMs', 'recordMs', 'searchMs', 'storeMs', 'totalMs', 'uploadMs'],
+    );
     expect(result.annotated.key).toBe('annotated/default/rest-shot.jpg');
     const listedRes = await fetch(`${base}/v1/users/obama/photos`);
     const listed = (await listedRes.json()) as { photos: { photoId: string }[] };
     expect(listed.photos.map((p) => p.photoId)).toEqual(['rest-shot']);
+    expect(await (await fetch(`${base}/v1/users/nobody/photos?eventId=default`)).json()).toEqual({ photos: [] });
+    // The old `target` of SearchFaces is read as `collection`; snake_case field names are read too.
+    const search = await post('/v1/faces:search', { image_url: `${photos.base}/faces/facerec_obama/obama2.jpg`, target: 'users', limit: '5' });
+    expect(search.status).toBe(200);
+    expect(await search.json()).toMatchObject({ matches: [{ userId: 'obama', photoId: 'rest-selfie', faceId: 'obama/rest-selfie' }] });
 
     const bad = await post('/v1/photos', { photoId: 'rest-bad', imageUrl: `${photos.base}/text.jpg`, kind: 'ACTION_SHOT' });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ code: 'IMAGE_UNSUPPORTED' });
-    const unknownKind = await post('/v1/photos', { photoId: 'x', imageUrl: `${photos.base}/text.jpg`, kind: 'SELFIE' });
-    expect(unknownKind.status).toBe(400);
+    for (const body of [
+      { photoId: 'x', imageUrl: `${photos.base}/text.jpg`, kind: 'SELFIE' },
+      { photoId: 'x', imageUrl: `${photos.base}/text.jpg`, kind: 'ACTION_SHOT', photoID: 'typo' },
+      { photoId: 7, imageUrl: `${photos.base}/text.jpg`, kind: 'ACTION_SHOT' },
+      ['not', 'an', 'object'],
+    ]) {
+      const res = await post('/v1/photos', body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(await res.json()).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+    const limit = await post('/v1/faces:search', { imageUrl: `${photos.base}/text.jpg`, collection: 'SEARCH_COLLECTION_USERS', limit: 1.5 });
+    expect(await limit.json()).toMatchObject({ code: 'INVALID_ARGUMENT', message: 'limit must be a whole number from 0 to 4294967295' });
 
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/facematch_requests_total\{method="ProcessPhoto",transport="http",code="OK"\} 2/);
+    expect(metrics).toMatch(/facematch_requests_total\{method="ProcessPhoto",transport="http",code="INVALID_ARGUMENT"\} 4/);
     expect(metrics).toMatch(/facematch_stage_duration_seconds_count\{stage="detect"\} 2/);
+  });
+
+  it('deletes and forgets with default values written out', async () => {
+    const del = async (route: string) => (await fetch(`${base}${route}`, { method: 'DELETE' })).json();
+    expect(await del('/v1/photos/never-processed')).toEqual({ deleted: false });
+    expect(await del('/v1/users/never-enrolled')).toEqual({ deletedSamples: 0, deletedMatches: 0, deletedObjects: 0 });
+  });
+
+  it('answers 404 for an unknown path, 405 with Allow for a wrong method, 400 for a malformed escape', async () => {
+    const unknown = await fetch(`${base}/v2/photos`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ code: 'NOT_FOUND' });
+    const wrong = await fetch(`${base}/v1/photos`, { method: 'GET' });
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toBe('POST');
+    const wrongUser = await fetch(`${base}/v1/users/u1`, { method: 'POST', body: '{}' });
+    expect([wrongUser.status, wrongUser.headers.get('allow')]).toEqual([405, 'DELETE']);
+    const health = await fetch(`${base}/healthz`, { method: 'DELETE' });
+    expect([health.status, health.headers.get('allow')]).toEqual([405, 'GET, HEAD']);
+    for (const route of ['/v1/photos/%E0%A4%A', '/v1/users/%zz/photos']) {
+      const res = await fetch(`${base}${route}`, { method: route.endsWith('photos') ? 'GET' : 'DELETE' });
+      expect(res.status, route).toBe(400);
+      expect(await res.json()).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+    const empty = await fetch(`${base}/v1/photos/`, { method: 'DELETE' });
+    expect([empty.status, ((await empty.json()) as { message: string }).message]).toEqual([400, 'photo_id is required']);
+  });
+
+  it('cancels the requests of clients that disconnect: their slots are free again', async () => {
+    const limit = 4;
+    for (let round = 0; round < 2; round++) {
+      const gone = Array.from({ length: limit }, (_, i) =>
+        fetch(`${base}/v1/photos`, {
+          method: 'POST',
+          body: JSON.stringify({ photoId: `gone-${round}-${i}`, imageUrl: `${silentBase}/never.jpg`, kind: 'PHOTO_KIND_ACTION_SHOT' }),
+          signal: AbortSignal.timeout(200),
+        }).then(
+          (res) => res.status,
+          (error: Error) => error.name,
+        ),
+      );
+      expect(await Promise.all(gone)).toEqual(Array.from({ length: limit }, () => 'TimeoutError'));
+    }
+    const t0 = performance.now();
+    let looks = 0;
+    let inFlight = -1;
+    while (inFlight !== 0 && looks < 50) {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      inFlight = Number(/^facematch_in_flight (\d+)/m.exec(text)?.[1]);
+      looks++;
+    }
+    console.info(`after 8 disconnected clients: in flight 0 at look ${looks}, ${(performance.now() - t0).toFixed(1)} ms after the last disconnect`);
+    expect(inFlight).toBe(0);
+    const res = await post('/v1/photos', { photoId: 'after-gone', imageUrl: `${photos.base}/groups/facerec_obama_and_biden.jpg`, kind: 'PHOTO_KIND_ACTION_SHOT' });
+    expect(res.status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/facematch_requests_total\{method="ProcessPhoto",transport="http",code="CANCELLED"\} 8/);
   });
 });
 

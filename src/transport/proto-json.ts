@@ -30,9 +30,13 @@ export function requestFromJson<T>(codec: MessageFns<T>, json: unknown): T {
   return codec.fromJSON(json);
 }
 
-/** The proto3 JSON form of an answer, default values included. */
+/**
+ * The proto3 JSON form of an answer, default values included. It is encoded and decoded first, so
+ * that it holds exactly what a gRPC client reads (float fields at float32 precision).
+ */
 export function responseToJson<T>(codec: MessageFns<T>, message: T): unknown {
-  return withDefaults(message, codec.toJSON(message));
+  const wire = codec.decode(codec.encode(message).finish());
+  return withDefaults(wire, codec.toJSON(wire));
 }
 
 /** Fills in what toJSON left out because it was at its default value ("" / 0 / false / []). */

@@ -156,11 +156,11 @@ export function createHttpServer(d: HttpDeps): Server {
     },
     { path: /^\/v1\/photos$/, methods: { POST: rpc(table.processPhoto, async (_, body) => legacyProcess(await body())) } },
     {
-      path: /^\/v1\/photos\/([^/]+)$/,
+      path: /^\/v1\/photos\/([^/]*)$/,
       methods: { DELETE: rpc(table.deletePhoto, (r) => Promise.resolve({ photoId: segment(r.params[0]!) })) },
     },
     {
-      path: /^\/v1\/users\/([^/]+)\/photos$/,
+      path: /^\/v1\/users\/([^/]*)\/photos$/,
       methods: {
         GET: rpc(table.listUserPhotos, (r) => {
           const eventId = r.query.get('eventId') ?? r.query.get('event_id');
@@ -168,7 +168,7 @@ export function createHttpServer(d: HttpDeps): Server {
         }),
       },
     },
-    { path: /^\/v1\/users\/([^/]+)$/, methods: { DELETE: rpc(table.forgetUser, (r) => Promise.resolve({ userId: segment(r.params[0]!) })) } },
+    { path: /^\/v1\/users\/([^/]*)$/, methods: { DELETE: rpc(table.forgetUser, (r) => Promise.resolve({ userId: segment(r.params[0]!) })) } },
     { path: /^\/v1\/faces:search$/, methods: { POST: rpc(table.searchFaces, async (_, body) => legacySearch(await body())) } },
   ];
 
