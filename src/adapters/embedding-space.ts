@@ -40,7 +40,7 @@ export function embedderMismatch(where: string, stored: EmbedderIdentity, config
     `${where} holds embeddings of model pack ${stored.pack} (embedder sha256 ${short(stored.sha256)}), ` +
       `but this service runs model pack ${configured.pack} (embedder sha256 ${short(configured.sha256)}): ` +
       `embeddings of two embedders cannot be compared. Start with model pack ${stored.pack} again, or set ` +
-      `FACEMATCH_VECTOR_NAMESPACE to a name not used before to start the new pack on empty collections, ` +
+      `FACEMATCH_VECTOR_NAMESPACE to a name not used before to give the new pack an empty set of vectors, ` +
       `then re-process the photos (README: "Moving to a new model pack")`,
   );
 }
