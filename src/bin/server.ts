@@ -5,7 +5,15 @@ import { toFacematchError } from '../domain/errors.js';
 import { createLogger } from '../telemetry/logger.js';
 import { serve } from './serve.js';
 
-const config = loadConfig();
+let config: ReturnType<typeof loadConfig>;
+try {
+  config = loadConfig();
+} catch (error) {
+  // A bad variable: one JSON line naming it (CONFIG_INVALID), as every other start failure.
+  const e = toFacematchError(error);
+  createLogger('info').fatal({ code: e.code }, e.message);
+  process.exit(1);
+}
 const log = createLogger(config.logLevel);
 try {
   const serving = await serve(config, log);
