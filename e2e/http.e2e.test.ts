@@ -152,7 +152,7 @@ describe('REST: the proto3 JSON mapping of the RPCs', () => {
     expect(await del('/v1/users/never-enrolled')).toEqual({ deletedSamples: 0, deletedMatches: 0, deletedObjects: 0 });
   });
 
-  it('answers 404 for an unknown path, 405 with Allow for a wrong method, 400 for a malformed escape', async () => {
+  it('answers 404 for an unknown path, 405 with Allow for a wrong method, 400 for a malformed escape, 413 for a body too large', async () => {
     const unknown = await fetch(`${base}/v2/photos`);
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ code: 'NOT_FOUND' });
@@ -168,6 +168,9 @@ describe('REST: the proto3 JSON mapping of the RPCs', () => {
       expect(res.status, route).toBe(400);
       expect(await res.json()).toMatchObject({ code: 'INVALID_ARGUMENT' });
     }
+    expect((await fetch(`${base}/healthz`, { method: 'HEAD' })).status).toBe(200);
+    const huge = await post('/v1/photos', { photoId: 'p'.repeat(5 << 20) });
+    expect([huge.status, ((await huge.json()) as { code: string }).code]).toEqual([413, 'INVALID_ARGUMENT']);
     const empty = await fetch(`${base}/v1/photos/`, { method: 'DELETE' });
     expect([empty.status, ((await empty.json()) as { message: string }).message]).toEqual([400, 'photo_id is required']);
   });
