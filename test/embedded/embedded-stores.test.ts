@@ -185,13 +185,14 @@ describe('embedded database', () => {
     expect(recorded).toEqual([
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
+      { scope: 'facematch', version: '0003_forgotten_users' },
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
     ]);
     await stores.close();
 
     const again = await openStores(dir);
-    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 4 }]);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 5 }]);
     const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
     await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
     await wrong.close();
@@ -415,6 +416,7 @@ describe('embedded database', () => {
     expect(await db.query('SELECT scope, version FROM schema_migrations ORDER BY scope, version')).toEqual([
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
+      { scope: 'facematch', version: '0003_forgotten_users' },
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
     ]);
