@@ -18,7 +18,7 @@ import { context, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
 import { redactUrl } from '../domain/redact.js';
 import type { Box, Face, FaceAnalysis, Landmarks, Picture } from '../domain/face.js';
-import { checkId } from '../domain/ids.js';
+import { checkId, MAX_SEARCH_LIMIT } from '../domain/ids.js';
 import {
   DEFAULT_EVENT,
   faceId,
@@ -360,7 +360,7 @@ export class MatchingService {
   ): Promise<FaceMatch[]> {
     if (!imageUrl) throw new InvalidArgumentError('image_url is required');
     const eventId = eventIdIn ? checkId('event_id', eventIdIn) : DEFAULT_EVENT;
-    const n = Math.min(Math.max(1, limit || 10), 1000);
+    const n = Math.min(Math.max(1, limit || 10), MAX_SEARCH_LIMIT);
     return this.inSpan(SPAN.searchFaces, { [ATTR.eventId]: eventId }, async () => {
       const ctx: StageContext = { times: { total: 0 }, ...(signal ? { signal } : {}) };
       const bytes = await this.stage('fetch', ctx, () => this.d.images.read(imageUrl, signal));
