@@ -59,7 +59,7 @@ async function startReplica(): Promise<Replica> {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const ports = await new Promise<{ grpcPort: number }>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.once('line', (line) => resolve(JSON.parse(line) as { grpcPort: number }));
     child.once('exit', (code) => reject(new Error(`facematch serve exited with ${code} before it served`)));
   });
