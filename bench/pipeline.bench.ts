@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { parseConfig } from '../src/config/config.js';
+import { stageMs } from '../src/domain/face.js';
 import { FaceAnalyzer } from '../src/inference/face-analyzer.js';
 import { sampleToTensor, type RgbImage } from '../src/inference/geometry.js';
 import { decodeImage } from '../src/inference/image-decoder.js';
@@ -152,10 +153,10 @@ async function benchPhoto(analyzer: FaceAnalyzer, input: Input): Promise<PhotoRe
     const t0 = performance.now();
     const r = await analyzer.analyze(input.bytes, input.name);
     t.total.push(performance.now() - t0);
-    t.decode.push(r.timings.decodeMs);
-    t.detect.push(r.timings.detectMs);
-    t.align.push(r.timings.alignMs);
-    t.embed.push(r.timings.embedMs);
+    t.decode.push(stageMs(r.stages, 'decode'));
+    t.detect.push(stageMs(r.stages, 'detect'));
+    t.align.push(stageMs(r.stages, 'align'));
+    t.embed.push(stageMs(r.stages, 'embed'));
     inRun.det.push(detector.runMs - d0);
     inRun.emb.push(embedder.runMs - e0);
     if (detector.runs - dn + embedder.runs - en !== recorded.length || r.faces.length !== first.faces.length) {

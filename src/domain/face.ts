@@ -23,18 +23,32 @@ export interface Face extends DetectedFace {
   embedding: Float32Array;
 }
 
-export interface StageTimings {
-  decodeMs: number;
-  detectMs: number;
-  alignMs: number;
-  embedMs: number;
-}
+/** The stages of processing a photo, in order: one span each, one timing each. */
+export const STAGES = ['fetch', 'decode', 'detect', 'align', 'embed', 'store', 'search', 'draw', 'upload', 'record'] as const;
+export type Stage = (typeof STAGES)[number];
+/** The stages the face model runs (decode to embed). */
+export type ModelStage = Extract<Stage, 'decode' | 'detect' | 'align' | 'embed'>;
 
-/** When a pipeline stage ran, in milliseconds since the epoch (fractional), for tracing. */
+/** When a stage ran, in milliseconds since the epoch (fractional): for tracing and timings alike. */
 export interface StageSpan {
-  stage: 'decode' | 'detect' | 'align' | 'embed';
+  stage: ModelStage;
   start: number;
   end: number;
+}
+
+/** Milliseconds per stage (a stage that did not run is absent), and the whole request's. */
+export type StageTimes = Partial<Record<Stage, number>> & { total: number };
+
+/** Milliseconds of one stage in `spans` (0 if it did not run). */
+export function stageMs(spans: readonly StageSpan[], stage: ModelStage): number {
+  return spans.reduce((ms, s) => (s.stage === stage ? ms + s.end - s.start : ms), 0);
+}
+
+/** A face as drawn on the annotated copy. */
+export interface DrawnFace extends DetectedFace {
+  label?: string;
+  /** Drawn in a second colour (e.g. a matched face). */
+  highlight?: boolean;
 }
 
 /**
@@ -52,7 +66,7 @@ export interface FaceAnalysis {
   height: number;
   /** Largest face first. */
   faces: Face[];
-  timings: StageTimings;
+  /** When each model stage ran. */
   stages: StageSpan[];
   /** The decoded photo, when the caller asked to keep it. */
   picture?: Picture;

@@ -8,14 +8,9 @@
  * ~20 ms on one EPYC core) for files 1-15% larger, a good trade for a preview made on the request path.
  */
 import sharp from 'sharp';
-import type { DetectedFace, Picture } from '../domain/face.js';
+import type { DrawnFace, Picture } from '../domain/face.js';
 import { classify } from './image-decoder.js';
 
-export interface AnnotatedFace extends DetectedFace {
-  label?: string;
-  /** Drawn in a second colour (e.g. a matched face). */
-  highlight?: boolean;
-}
 
 export interface AnnotateOptions {
   /** Size of the upright photo, the frame the face coordinates are in. */
@@ -41,7 +36,7 @@ const styleFor = (width: number, height: number): Style => {
 };
 
 /** SVG elements of one face (box, landmarks, label), in output pixels (face coordinates x `scale`). */
-function faceSvg(f: AnnotatedFace, scale: number, { stroke, font }: Style): string {
+function faceSvg(f: DrawnFace, scale: number, { stroke, font }: Style): string {
   const n = (v: number): string => (v * scale).toFixed(1);
   const colour = f.highlight ? '#22c55e' : '#f59e0b';
   const { x, y, width: w, height: h } = f.box;
@@ -52,10 +47,10 @@ function faceSvg(f: AnnotatedFace, scale: number, { stroke, font }: Style): stri
   return `<rect x="${n(x)}" y="${n(y)}" width="${n(w)}" height="${n(h)}" fill="none" stroke="${colour}" stroke-width="${stroke}"/>${dots}${label}`;
 }
 
-const labelBaseline = (f: AnnotatedFace, scale: number, { stroke, font }: Style): number => Math.max(font, f.box.y * scale - stroke);
+const labelBaseline = (f: DrawnFace, scale: number, { stroke, font }: Style): number => Math.max(font, f.box.y * scale - stroke);
 
 /** An SVG of the faces for a `width` x `height` image; face coordinates are multiplied by `scale`. */
-export function overlaySvg(width: number, height: number, faces: readonly AnnotatedFace[], scale = 1): string {
+export function overlaySvg(width: number, height: number, faces: readonly DrawnFace[], scale = 1): string {
   const style = styleFor(width, height);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${faces.map((f) => faceSvg(f, scale, style)).join('')}</svg>`;
 }
@@ -76,11 +71,11 @@ const ONE_OVERLAY_ABOVE = 12;
  * What is drawn, as SVGs covering only the drawn rectangles and where they go: one per face (box,
  * landmarks, label), or for a crowd one around all faces.
  */
-export function faceOverlays(width: number, height: number, faces: readonly AnnotatedFace[], scale = 1): FaceOverlay[] {
+export function faceOverlays(width: number, height: number, faces: readonly DrawnFace[], scale = 1): FaceOverlay[] {
   const style = styleFor(width, height);
   const { stroke, font } = style;
   const pad = 2 * stroke;
-  const extent = (f: AnnotatedFace): { left: number; top: number; right: number; bottom: number } => {
+  const extent = (f: DrawnFace): { left: number; top: number; right: number; bottom: number } => {
     const xs = [f.box.x, f.box.x + f.box.width, ...f.landmarks.map((p) => p[0])].map((v) => v * scale);
     const ys = [f.box.y, f.box.y + f.box.height, ...f.landmarks.map((p) => p[1])].map((v) => v * scale);
     if (f.label) {
@@ -91,7 +86,7 @@ export function faceOverlays(width: number, height: number, faces: readonly Anno
     }
     return { left: Math.min(...xs), top: Math.min(...ys), right: Math.max(...xs), bottom: Math.max(...ys) };
   };
-  const overlay = (group: readonly AnnotatedFace[]): FaceOverlay[] => {
+  const overlay = (group: readonly DrawnFace[]): FaceOverlay[] => {
     const e = group.map(extent);
     const left = Math.max(0, Math.floor(Math.min(...e.map((r) => r.left)) - pad));
     const top = Math.max(0, Math.floor(Math.min(...e.map((r) => r.top)) - pad));
@@ -169,7 +164,7 @@ async function drawOverlays(target: Picture, overlays: readonly FaceOverlay[]): 
  * upright pixels (of any size: they are scaled to the output, never up; a picture is drawn on in
  * place); `faces` are in upright original coordinates (`o.width` x `o.height`).
  */
-export async function annotate(source: Uint8Array | Picture, faces: readonly AnnotatedFace[], o: AnnotateOptions): Promise<Buffer> {
+export async function annotate(source: Uint8Array | Picture, faces: readonly DrawnFace[], o: AnnotateOptions): Promise<Buffer> {
   const scale = o.maxSide ? Math.min(1, o.maxSide / Math.max(o.width, o.height)) : 1;
   let w = Math.max(1, Math.round(o.width * scale));
   let h = Math.max(1, Math.round(o.height * scale));

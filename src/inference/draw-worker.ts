@@ -5,8 +5,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { errorFromJSON, InternalError } from '../domain/errors.js';
-import type { Picture } from '../domain/face.js';
-import type { AnnotatedFace, AnnotateOptions } from './annotate.js';
+import type { DrawnFace, Picture } from '../domain/face.js';
+import type { AnnotateOptions } from './annotate.js';
 import { workerUrl } from './worker/entry.js';
 import type { DrawReply, DrawRequest } from './worker/protocol.js';
 
@@ -25,7 +25,7 @@ export class DrawWorker {
    * The photo with its faces drawn, as JPEG (see `annotate`). A picture's pixels are handed to the
    * worker (the caller's buffer is detached); encoded bytes are copied.
    */
-  draw(source: Uint8Array | Picture, faces: readonly AnnotatedFace[], options: AnnotateOptions): Promise<Uint8Array> {
+  draw(source: Uint8Array | Picture, faces: readonly DrawnFace[], options: AnnotateOptions): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new InternalError('the drawing worker is closed'));
     const worker = this.spawned();
     const id = this.nextId++;

@@ -82,7 +82,6 @@ export class FaceAnalyzer {
     const decoded = await this.decode(bytes, what);
     const t1 = performance.now();
     const result = await this.analyzeDecoded(decoded);
-    result.timings.decodeMs = t1 - t0;
     const origin = performance.timeOrigin;
     result.stages.unshift({ stage: 'decode', start: origin + t0, end: origin + t1 });
     if (options.keepPicture) result.picture = decoded.image;
@@ -104,12 +103,6 @@ export class FaceAnalyzer {
       width: decoded.width,
       height: decoded.height,
       faces,
-      timings: {
-        decodeMs: 0,
-        detectMs: t1 - t0,
-        alignMs,
-        embedMs: t2 - t1 - alignMs,
-      },
       stages: [
         { stage: 'detect', start: origin + t0, end: origin + t1 },
         { stage: 'align', start: origin + t1, end: origin + t1 + alignMs },

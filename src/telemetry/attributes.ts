@@ -9,9 +9,11 @@ export const SPAN = {
   forgetUser: 'facematch.forget_user',
 } as const;
 
+import type { Stage } from '../domain/face.js';
+
+export { STAGES, type Stage } from '../domain/face.js';
+
 /** One span per pipeline stage, children of the request's span. */
-export const STAGES = ['fetch', 'decode', 'detect', 'align', 'embed', 'store', 'search', 'draw', 'upload', 'record'] as const;
-export type Stage = (typeof STAGES)[number];
 export const stageSpan = (stage: Stage): string => `facematch.stage.${stage}`;
 
 export const ATTR = {

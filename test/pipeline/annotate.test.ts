@@ -5,8 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { FaceAnalysis } from '../../src/domain/face.js';
-import { annotate, type AnnotatedFace } from '../../src/inference/annotate.js';
+import type { DrawnFace, FaceAnalysis } from '../../src/domain/face.js';
+import { annotate } from '../../src/inference/annotate.js';
 import type { FaceAnalyzer } from '../../src/inference/face-analyzer.js';
 import { group, sharedAnalyzer } from '../support/shared.js';
 
@@ -40,7 +40,7 @@ describe('the annotated copy', () => {
   let analyzer: FaceAnalyzer;
   let bytes: Buffer;
   let analysis: FaceAnalysis;
-  let faces: AnnotatedFace[];
+  let faces: DrawnFace[];
 
   beforeAll(async () => {
     analyzer = await sharedAnalyzer();

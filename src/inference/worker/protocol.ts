@@ -1,8 +1,8 @@
 /** Messages between the main thread and an inference worker. */
 import type { DecodeConfig, InferenceConfig } from '../../config/config.js';
 import type { ErrorCode } from '../../domain/errors.js';
-import type { FaceAnalysis, Picture } from '../../domain/face.js';
-import type { AnnotatedFace, AnnotateOptions } from '../annotate.js';
+import type { DrawnFace, FaceAnalysis, Picture } from '../../domain/face.js';
+import type { AnnotateOptions } from '../annotate.js';
 
 export interface WorkerData {
   /** Which worker (./entry.ts). */
@@ -44,7 +44,7 @@ export interface WorkerFailed {
 export interface DrawRequest {
   id: number;
   source: Uint8Array | Picture;
-  faces: readonly AnnotatedFace[];
+  faces: readonly DrawnFace[];
   options: AnnotateOptions;
 }
 

@@ -1,0 +1,109 @@
+/**
+ * What every use case shares: its dependencies (ports only), the request span and one span per
+ * stage (names in telemetry/attributes.ts), cancellation checked between stages, and the wire-free
+ * shapes of its answers.
+ */
+import { context, type Span, type Tracer } from '@opentelemetry/api';
+import { CancelledError } from '../domain/errors.js';
+import type { DetectedFace, Stage, StageSpan, StageTimes } from '../domain/face.js';
+import type { FaceModel, Annotator } from '../ports/face-model.js';
+import type { ImageSource } from '../ports/image-source.js';
+import type { KeyedLocks } from '../ports/locks.js';
+import type { MatchStore } from '../ports/match-store.js';
+import type { ObjectStore } from '../ports/object-store.js';
+import type { VectorStore } from '../ports/vector-store.js';
+import { stageSpan } from '../telemetry/attributes.js';
+
+export interface ServiceDeps {
+  model: FaceModel;
+  images: ImageSource;
+  vectors: VectorStore;
+  objects: ObjectStore;
+  matches: MatchStore;
+  /** Serialises the write phase of requests on the same photo or user, across replicas. */
+  locks: KeyedLocks;
+  annotate: Annotator;
+  tracer: Tracer;
+  /** Overrides the model pack's threshold. */
+  threshold?: number;
+  now?: () => Date;
+}
+
+/** A face found to be someone: a user (searching users) or an action-shot face. */
+export interface FaceMatch {
+  userId?: string;
+  photoId: string;
+  faceId: string;
+  similarity: number;
+}
+
+/** A face of a processed photo, with its match (at most one: its best user). */
+export interface ProcessedFace extends DetectedFace {
+  faceId: string;
+  matches: FaceMatch[];
+}
+
+export interface StageContext {
+  times: StageTimes;
+  /** Aborted when the caller goes away or its deadline passes: work stops at the next stage. */
+  signal?: AbortSignal;
+}
+
+export const annotatedKey = (eventId: string, photoId: string): string => `annotated/${eventId}/${photoId}.jpg`;
+
+/** Spans and timings of the use cases. */
+export class Tracing {
+  constructor(private readonly tracer: Tracer) {}
+
+  /** The request's span, active while `fn` runs; an error is recorded on it. */
+  async inSpan<T>(name: string, attributes: Record<string, string | number>, fn: (span: Span) => Promise<T>): Promise<T> {
+    return this.tracer.startActiveSpan(name, { attributes }, async (span) => {
+      try {
+        return await fn(span);
+      } catch (error) {
+        span.recordException(error as Error);
+        span.setStatus({ code: 2, message: (error as Error).message });
+        throw error;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  /** Runs one stage in its span and adds its time; refuses to start it once the request is cancelled. */
+  async stage<T>(stage: Stage, ctx: StageContext, fn: () => Promise<T>): Promise<T> {
+    if (ctx.signal?.aborted) throw new CancelledError(`the request was cancelled before its ${stage} stage`);
+    const { times } = ctx;
+    const t0 = performance.now();
+    const span = this.tracer.startSpan(stageSpan(stage), undefined, context.active());
+    try {
+      return await fn();
+    } catch (error) {
+      span.recordException(error as Error);
+      span.setStatus({ code: 2, message: (error as Error).message });
+      throw error;
+    } finally {
+      span.end();
+      times[stage] = (times[stage] ?? 0) + performance.now() - t0;
+    }
+  }
+
+  /** Stages that already ran inside the model, recorded with their real start and end (and timed). */
+  modelStages(spans: readonly StageSpan[], times?: StageTimes): void {
+    for (const s of spans) {
+      this.tracer.startSpan(stageSpan(s.stage), { startTime: s.start }, context.active()).end(s.end);
+      if (times) times[s.stage] = (times[s.stage] ?? 0) + s.end - s.start;
+    }
+  }
+}
+
+/**
+ * Awaits concurrent steps and, unlike Promise.all, returns or throws only once every one has
+ * settled: no step is still writing when the caller moves on (or reports the failure).
+ */
+export async function settled<T extends readonly unknown[]>(...steps: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const results = await Promise.allSettled(steps);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
