@@ -42,6 +42,22 @@ export default tseslint.config(
     },
   },
   {
+    // An adapter wraps one technology and does not reach into another's folder: what two share
+    // lives beside them (adapters/sql, adapters/embedding-space.ts) or in a port.
+    files: ['src/adapters/*/**/*.ts'],
+    ignores: ['**/*.spec.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^\\.\\./(embedded|postgres|milvus|s3|image-source)/', message: 'adapters do not import each other: share through adapters/sql, a port or the domain' },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.spec.ts', 'test/**/*.ts', 'e2e/**/*.ts', 'bench/**/*.ts', 'scripts/**/*.ts'],
     rules: {
       '@typescript-eslint/no-unsafe-assignment': 'off',

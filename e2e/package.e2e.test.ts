@@ -81,7 +81,7 @@ describe('the npm package', () => {
   it('holds the build, the model manifests and the migrations, and no sources or tests', () => {
     expect(packed).toContain('dist/bin/cli.js');
     expect(packed).toContain('dist/inference/worker/analyzer.worker.js');
-    expect(packed).toContain('dist/adapters/postgres/migrations/0001_photos_faces_matches.sql');
+    expect(packed).toContain('dist/adapters/sql/migrations/0001_photos_faces_matches.sql');
     expect(packed).toContain('dist/adapters/embedded/migrations/0001_vectors.sql');
     expect(packed).toEqual(expect.arrayContaining(['models/buffalo_l.json', 'models/test.json', 'package.json']));
     expect(packed.filter((p) => /^(src|test|e2e|proto|scripts|bench)\//.test(p) || p.endsWith('.onnx'))).toEqual([]);

@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from '../domain/errors.js';
+
 /** Blob storage for annotated images (and, in production, the uploaded originals): S3-shaped. */
 export interface ObjectLocation {
   bucket: string;
@@ -17,4 +19,27 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   location(key: string): Promise<ObjectLocation>;
   ping(): Promise<void>;
+}
+
+const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
+/** S3's limit. */
+const MAX_KEY_BYTES = 1024;
+/** Leaves room for the temporary name within a file system's 255-byte name limit. */
+const MAX_SEGMENT_BYTES = 200;
+
+/** The keys every ObjectStore accepts (the local folder's rules; any S3 takes them too). */
+export function checkObjectKey(key: string): void {
+  const bad = (why: string): never => {
+    throw new InvalidArgumentError(`invalid object key ${JSON.stringify(key)}: ${why}`);
+  };
+  if (typeof key !== 'string' || key.length === 0) bad('empty');
+  if (key.length > MAX_KEY_BYTES) bad(`longer than ${MAX_KEY_BYTES} characters`);
+  if (!KEY_CHARS.test(key)) bad('only A-Z a-z 0-9 . _ / - are allowed');
+  if (key.startsWith('/')) bad('absolute');
+  for (const segment of key.split('/')) {
+    if (segment.length === 0) bad('empty path segment');
+    if (segment === '.' || segment === '..') bad('relative path segment');
+    if (segment.startsWith('.')) bad('a segment may not start with "."');
+    if (segment.length > MAX_SEGMENT_BYTES) bad(`a segment is longer than ${MAX_SEGMENT_BYTES} characters`);
+  }
 }

@@ -13,7 +13,7 @@ import { LocalObjectStore } from '../../src/adapters/embedded/local.object-store
 import { PgliteDatabase, readMigrations, VECTOR_MIGRATIONS_DIR } from '../../src/adapters/embedded/pglite.database.js';
 import { PgliteMatchStore } from '../../src/adapters/embedded/pglite.match-store.js';
 import { PgliteVectorStore } from '../../src/adapters/embedded/pglite.vector-store.js';
-import { applyMigrations } from '../../src/adapters/postgres/migrations.js';
+import { applyMigrations } from '../../src/adapters/sql/migrations.js';
 import { faceId, type FaceRecord, type PhotoRecord } from '../../src/domain/photo.js';
 import type { VectorStoreInitOptions } from '../../src/ports/vector-store.js';
 import { matchStoreContract } from '../contract/match-store.contract.js';

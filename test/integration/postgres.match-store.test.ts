@@ -15,7 +15,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MATCH_MIGRATIONS_DIR } from '../../src/adapters/postgres/migrations.js';
+import { MATCH_MIGRATIONS_DIR } from '../../src/adapters/sql/migrations.js';
 import { PostgresMatchStore } from '../../src/adapters/postgres/postgres.match-store.js';
 import type { PostgresConfig } from '../../src/config/config.js';
 import type { Landmarks } from '../../src/domain/face.js';

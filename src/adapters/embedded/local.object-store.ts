@@ -20,15 +20,10 @@ import {
   InvalidArgumentError,
   SourceNotFoundError,
 } from '../../domain/errors.js';
-import type { ObjectLocation, ObjectStore } from '../../ports/object-store.js';
+import { checkObjectKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
 
 export const DEFAULT_BUCKET = 'facematch';
 
-const KEY_CHARS = /^[A-Za-z0-9._/-]+$/;
-/** S3's limit. */
-const MAX_KEY_BYTES = 1024;
-/** Leaves room for the temporary name within a file system's 255-byte name limit. */
-const MAX_SEGMENT_BYTES = 200;
 
 /** A put's temporary file: `.<name>.<pid>.<12 hex>.tmp` beside the object. */
 const TEMP_FILE = /^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$/;
@@ -45,23 +40,6 @@ export interface LocalObjectStoreOptions {
   root: string;
   /** Reported as the bucket of every location. */
   bucket?: string;
-}
-
-/** Throws InvalidArgumentError unless `key` is a relative path of safe segments. */
-export function checkObjectKey(key: string): void {
-  const bad = (why: string): never => {
-    throw new InvalidArgumentError(`invalid object key ${JSON.stringify(key)}: ${why}`);
-  };
-  if (typeof key !== 'string' || key.length === 0) bad('empty');
-  if (key.length > MAX_KEY_BYTES) bad(`longer than ${MAX_KEY_BYTES} characters`);
-  if (!KEY_CHARS.test(key)) bad('only A-Z a-z 0-9 . _ / - are allowed');
-  if (key.startsWith('/')) bad('absolute');
-  for (const segment of key.split('/')) {
-    if (segment.length === 0) bad('empty path segment');
-    if (segment === '.' || segment === '..') bad('relative path segment');
-    if (segment.startsWith('.')) bad('a segment may not start with "."');
-    if (segment.length > MAX_SEGMENT_BYTES) bad(`a segment is longer than ${MAX_SEGMENT_BYTES} characters`);
-  }
 }
 
 export class LocalObjectStore implements ObjectStore {

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite-pgvector';
-import { applyMigrations, readMigrations, type SqlTransaction } from '../postgres/migrations.js';
+import { applyMigrations, readMigrations, type SqlTransaction } from '../sql/migrations.js';
 import {
   BackendUnavailableError,
   ConfigError,
@@ -32,7 +32,7 @@ import {
 } from '../../domain/errors.js';
 
 // The migration runner and the relational schema's folder are shared with the PostgreSQL adapter.
-export { MATCH_MIGRATIONS_DIR, readMigrations, type Migration, type SqlTransaction } from '../postgres/migrations.js';
+export { MATCH_MIGRATIONS_DIR, readMigrations, type Migration, type SqlTransaction } from '../sql/migrations.js';
 
 /**
  * pgvector tables of the embedded vector store; `{{DIM}}` is the embedding dimension. The folder

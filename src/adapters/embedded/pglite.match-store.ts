@@ -1,13 +1,13 @@
 /**
  * MatchStore on the embedded database, with the relational schema and the statements of the
- * PostgreSQL adapter (src/adapters/postgres/migrations, match-statements.ts). Rows travel as one
+ * PostgreSQL adapter (src/adapters/sql: migrations, match-statements.ts). Rows travel as one
  * JSON parameter per table (`jsonb_to_recordset`), so a photo with many faces is one statement per
  * table. PGlite runs one transaction at a time: no locks or retries are needed around them.
  */
 import type { FaceRecord, MatchRecord, PhotoRecord } from '../../domain/photo.js';
 import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
-import { checkReplacement } from '../postgres/match-rows.js';
-import * as sql from '../postgres/match-statements.js';
+import { checkReplacement } from '../sql/match-rows.js';
+import * as sql from '../sql/match-statements.js';
 import { MATCH_MIGRATIONS_DIR, type PgliteDatabase } from './pglite.database.js';
 
 export class PgliteMatchStore implements MatchStore {

@@ -32,7 +32,7 @@ import type {
   VectorStore,
   VectorStoreInitOptions,
 } from '../../ports/vector-store.js';
-import { applyMigrations } from '../postgres/migrations.js';
+import { applyMigrations } from '../sql/migrations.js';
 import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
 import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
 

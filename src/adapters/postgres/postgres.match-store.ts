@@ -1,6 +1,6 @@
 /**
  * MatchStore on PostgreSQL (15+), with node-postgres. The schema and the migration runner are the
- * embedded store's (src/adapters/postgres/migrations, ./migrations.ts), and so is every statement:
+ * embedded store's (src/adapters/sql: migrations/, migrations.ts), and so is every statement:
  * the two stores behave alike, which the shared contract test checks (test/contract).
  *
  * What a server shared by several replicas adds:
@@ -33,9 +33,9 @@ import {
 import type { FaceRecord, MatchRecord, PhotoRecord } from '../../domain/photo.js';
 import type { MatchStore, UserPhoto } from '../../ports/match-store.js';
 import type { Logger } from '../../telemetry/logger.js';
-import { checkReplacement } from './match-rows.js';
-import * as sql from './match-statements.js';
-import { applyMigrations, MATCH_MIGRATIONS_DIR, readMigrations, type SqlTransaction } from './migrations.js';
+import { checkReplacement } from '../sql/match-rows.js';
+import * as sql from '../sql/match-statements.js';
+import { applyMigrations, MATCH_MIGRATIONS_DIR, readMigrations, type SqlTransaction } from '../sql/migrations.js';
 
 /** The part of a connection the store uses (a pg.PoolClient, or a fake in a unit test). */
 export interface PostgresClient {

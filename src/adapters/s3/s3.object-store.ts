@@ -3,7 +3,7 @@
  * init() when missing; objects written with their Content-Type; a location's `url` is a presigned
  * GET URL that expires after `presignSeconds`.
  *
- * Keys follow the embedded store's rules (checkObjectKey), so a key valid in one store is valid in
+ * Keys follow the port's rules (checkObjectKey in ports/object-store.ts), so a key valid in one store is valid in
  * the other. An S3 PUT replaces an object atomically: a reader gets the old bytes or the new ones.
  *
  * Failures: a server that cannot be reached (refused, reset, no answer within `timeoutMs`), refuses
@@ -21,8 +21,7 @@ import {
   InvalidArgumentError,
   SourceNotFoundError,
 } from '../../domain/errors.js';
-import type { ObjectLocation, ObjectStore } from '../../ports/object-store.js';
-import { checkObjectKey } from '../embedded/local.object-store.js';
+import { checkObjectKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
 
 /** The part of the minio client the store uses (a unit test hands it a fake). */
 export type S3Client = Pick<Client, 'bucketExists' | 'makeBucket' | 'putObject' | 'getObject' | 'statObject' | 'removeObject' | 'presignedGetObject'>;
