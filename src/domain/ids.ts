@@ -50,7 +50,3 @@ export function checkId(what: string, value: string | undefined): string {
   return value;
 }
 
-/** Whether `value` is a valid id. */
-export function isId(value: string): boolean {
-  return value.length <= MAX_ID_LENGTH && ID.test(value);
-}

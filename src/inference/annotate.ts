@@ -49,12 +49,6 @@ function faceSvg(f: DrawnFace, scale: number, { stroke, font }: Style): string {
 
 const labelBaseline = (f: DrawnFace, scale: number, { stroke, font }: Style): number => Math.max(font, f.box.y * scale - stroke);
 
-/** An SVG of the faces for a `width` x `height` image; face coordinates are multiplied by `scale`. */
-export function overlaySvg(width: number, height: number, faces: readonly DrawnFace[], scale = 1): string {
-  const style = styleFor(width, height);
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${faces.map((f) => faceSvg(f, scale, style)).join('')}</svg>`;
-}
-
 export interface FaceOverlay {
   svg: Buffer;
   left: number;

@@ -178,7 +178,3 @@ export function uprightTurns(l: Landmarks): QuarterTurns {
   return (((k % 4) + 4) % 4) as QuarterTurns;
 }
 
-/** Roll of the face in degrees (eye line against the horizontal), for reporting. */
-export function rollDegrees(l: Landmarks): number {
-  return (Math.atan2(l[1][1] - l[0][1], l[1][0] - l[0][0]) * 180) / Math.PI;
-}

@@ -12,8 +12,8 @@ export interface ObjectStore {
   init(): Promise<void>;
   /** Writes atomically: a reader sees the old object or the new one, never half of one. */
   put(key: string, bytes: Uint8Array, contentType: string): Promise<ObjectLocation>;
-  /** Throws SourceNotFoundError when missing. */
-  get(key: string): Promise<Uint8Array>;
+  /** Throws SourceNotFoundError when missing. With `signal`, stops reading the object when it aborts. */
+  get(key: string, signal?: AbortSignal): Promise<Uint8Array>;
   exists(key: string): Promise<boolean>;
   /** Idempotent: deleting a missing key is not an error. */
   delete(key: string): Promise<void>;

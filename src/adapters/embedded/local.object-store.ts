@@ -90,10 +90,10 @@ export class LocalObjectStore implements ObjectStore {
     return this.locate(key, file);
   }
 
-  async get(key: string): Promise<Uint8Array> {
+  async get(key: string, signal?: AbortSignal): Promise<Uint8Array> {
     const file = this.file(key);
     try {
-      return new Uint8Array(await readFile(file));
+      return new Uint8Array(await readFile(file, signal ? { signal } : {}));
     } catch (error) {
       if (isMissing(error)) throw new SourceNotFoundError(`object ${key} not found in ${this.bucket}`, { cause: error });
       throw this.unavailable(error);

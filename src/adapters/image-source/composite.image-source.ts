@@ -50,7 +50,7 @@ export class CompositeImageSource implements ImageSource {
     if (bucket !== this.o.objects.bucket) {
       throw new InvalidArgumentError(`bucket "${bucket}" is not the configured bucket "${this.o.objects.bucket}"`);
     }
-    return untilAborted(this.o.objects.store.get(key!), ref, signal);
+    return untilAborted(this.o.objects.store.get(key!, signal), ref, signal);
   }
 
   private async readLocal(file: string, signal: AbortSignal | undefined): Promise<Uint8Array> {

@@ -117,13 +117,14 @@ export class S3ObjectStore implements ObjectStore {
     return this.location(key);
   }
 
-  async get(key: string): Promise<Uint8Array> {
+  async get(key: string, signal?: AbortSignal): Promise<Uint8Array> {
     checkObjectKey(key);
     return this.call(
       'get',
-      async (signal) => {
+      async (deadline) => {
         const stream = await this.client.getObject(this.bucket, key);
-        return readAll(stream, signal);
+        // The body stops streaming at the deadline, or as soon as the caller goes away.
+        return readAll(stream, signal ? AbortSignal.any([deadline, signal]) : deadline);
       },
       key,
     );
