@@ -33,8 +33,6 @@ export interface MatchStore {
   deletePhoto(photoId: string): Promise<PhotoRecord | undefined>;
   /** Removes the user's matches and facecam photos; returns the facecam photos removed. */
   forgetUser(userId: string): Promise<PhotoRecord[]>;
-  /** Rows that still name the user (to check erasure). */
-  countUserRows(userId: string): Promise<number>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

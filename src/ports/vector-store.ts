@@ -73,8 +73,6 @@ export interface VectorStore {
   deleteByPhoto(collection: Collection, photoId: string): Promise<number>;
   /** Removes every record of this user (user samples). */
   deleteByUser(userId: string): Promise<number>;
-  /** Every record of a user (to check erasure). */
-  countByUser(userId: string): Promise<number>;
   /**
    * Asks the store to reclaim the space of deleted records (Milvus frees deleted vectors only at
    * compaction); returns without waiting for it to finish. Stores that free space on delete omit it.

@@ -18,6 +18,7 @@ import type { ObjectStore } from '../../src/ports/object-store.js';
 import { annotatedKey, MatchingService, type ProcessPhotoResult } from '../../src/services/matching.service.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { photoProblems, userProblems } from '../support/consistency.js';
+import { inspectStorage, type StorageInspector } from '../support/inspect.js';
 import { seededRandom } from '../support/seeded-random.js';
 import { group, identities, read, sharedAnalyzer, testConfig } from '../support/shared.js';
 
@@ -26,6 +27,8 @@ const ROUNDS = 6;
 describe('concurrent duplicates (embedded stores)', () => {
   let dir: string;
   let stores: OpenStores;
+  /** What still names a user, read from the data directory's database (test/support/inspect.ts). */
+  let storage: StorageInspector;
   let service: MatchingService;
   let dimension: number;
   /** Held uploads: the call whose annotated copy goes to this key waits in its write phase. */
@@ -42,6 +45,7 @@ describe('concurrent duplicates (embedded stores)', () => {
     dimension = model.embedder.dimension;
     stores = await openStores(config, createLogger('warn'));
     await stores.vectors.init(dimension);
+    storage = inspectStorage(config);
     const objects: ObjectStore = Object.assign(Object.create(stores.objects) as ObjectStore, {
       put: async (key: string, bytes: Uint8Array, type: string) => {
         await gates.get(key);
@@ -67,6 +71,7 @@ describe('concurrent duplicates (embedded stores)', () => {
   });
 
   afterAll(async () => {
+    await storage?.close();
     await stores?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -139,7 +144,7 @@ describe('concurrent duplicates (embedded stores)', () => {
     open();
     await shot;
     expect(await service.listUserPhotos('erased')).toEqual([]);
-    expect(await stores.matches.countUserRows('erased')).toBe(0);
+    expect(await storage.rowsNamingUser('erased')).toBe(0);
     expect(await photoProblems(stores, 'erase', 'erase-shot', dimension)).toEqual([]);
   });
 
@@ -163,7 +168,7 @@ describe('concurrent duplicates (embedded stores)', () => {
       ]);
       expect(enrolled.status).toBe('fulfilled');
       expect(forgot.status).toBe('fulfilled');
-      const state = await userProblems(stores, userId, photoId, key);
+      const state = await userProblems(stores, storage, userId, photoId, key);
       expect(state.problems).toEqual([]);
       outcomes[state.enrolled ? 'enrolled' : 'forgotten']++;
     }

@@ -26,6 +26,7 @@ import {
   unitNear,
   vectorStoreContract,
 } from '../contract/vector-store.contract.js';
+import { embeddedStorage, embeddedVectorsOfUser } from '../support/inspect.js';
 import {
   CRASH_DIMENSION,
   OBJECT_BYTES,
@@ -69,12 +70,20 @@ async function freshDataDir(): Promise<string> {
 vectorStoreContract('embedded (PGlite + pgvector)', async () => {
   const dir = await freshDataDir();
   const store = new PgliteVectorStore(await PgliteDatabase.open(dir));
-  return { store, another: async () => new PgliteVectorStore(await PgliteDatabase.open(dir)), cleanup: () => Promise.resolve() };
+  const storage = embeddedStorage(dir);
+  return {
+    store,
+    another: async () => new PgliteVectorStore(await PgliteDatabase.open(dir)),
+    vectorsOfUser: (userId) => storage.vectorsOfUser(userId),
+    cleanup: () => storage.close(),
+  };
 });
 
 matchStoreContract('embedded (PGlite)', async () => {
-  const store = new PgliteMatchStore(await PgliteDatabase.open(await freshDataDir()));
-  return { store, cleanup: () => Promise.resolve() };
+  const dir = await freshDataDir();
+  const store = new PgliteMatchStore(await PgliteDatabase.open(dir));
+  const storage = embeddedStorage(dir);
+  return { store, rowsNamingUser: (userId) => storage.rowsNamingUser(userId), cleanup: () => storage.close() };
 });
 
 objectStoreContract('embedded (local folder)', async () => {
@@ -317,7 +326,7 @@ describe('embedded database', () => {
     expect(await stores.matches.photosOfUser('u1')).toEqual([{ photoId: 'p1', eventId: 'e', similarity: 0.75 }]);
     const hits = await stores.vectors.search('action_faces', { eventId: 'e', embedding: v, limit: 5, minSimilarity: 0.5 });
     expect(hits.map((h) => h.id)).toEqual(['p1/0']);
-    expect(await stores.vectors.countByUser('u1')).toBe(1);
+    expect(await embeddedVectorsOfUser(stores.db, 'u1')).toBe(1);
     expect([...(await objects.get('annotated/p1.jpg'))]).toEqual([1, 2, 3]);
     await stores.close();
   });

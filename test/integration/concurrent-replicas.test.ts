@@ -9,7 +9,8 @@
  *   - ForgetUser on one replica racing an enrolment (or re-enrolment) of the same user on the other:
  *     once both returned, the user is fully enrolled or nothing of them is left.
  *
- * The checks (test/support/consistency.ts) read the stores through the ports. Needs the three
+ * The checks (test/support/consistency.ts) read the stores through the ports, and what still names
+ * a user from PostgreSQL and Milvus directly (test/support/inspect.ts). Needs the three
  * servers of scripts/test-env; stops none of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -24,6 +25,7 @@ import { annotatedKey } from '../../src/services/matching.service.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { api, client, LOOPBACK_SERVICE, photoServer, type Client } from '../../e2e/support.js';
 import { photoProblems, userProblems } from '../support/consistency.js';
+import { inspectStorage, type StorageInspector } from '../support/inspect.js';
 import { seededRandom } from '../support/seeded-random.js';
 import { identities, MODELS_DIR, REPO, sharedAnalyzer, testConfig } from '../support/shared.js';
 
@@ -88,6 +90,7 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
   let b: Replica | undefined;
   let photos: Awaited<ReturnType<typeof photoServer>>;
   let stores: OpenStores;
+  let storage: StorageInspector | undefined;
   let dimension: number;
   const random = seededRandom(11);
   const url = (file: string): string => `${photos.base}/${file}`;
@@ -96,8 +99,10 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
     photos = await photoServer();
     [a, b] = await Promise.all([startReplica(), startReplica()]);
     dimension = (await sharedAnalyzer()).embedder.dimension;
-    stores = await openStores(testConfig({ FACEMATCH_DATA_DIR: a.dataDir }), createLogger('warn'));
+    const config = testConfig({ FACEMATCH_DATA_DIR: a.dataDir });
+    stores = await openStores(config, createLogger('warn'));
     await stores.vectors.init(dimension);
+    storage = inspectStorage(config);
     for (const user of ['facerec_obama', 'facerec_biden', 'facerec_kit_harington', 'facerec_rose_leslie']) {
       await a.rpc.processPhoto({ photoId: `${RUN}-selfie-${user}`, imageUrl: url(firstPhoto(user)), eventId: EVENT, kind: PhotoKind.PHOTO_KIND_FACECAM, userId: `${RUN}-${user}` });
     }
@@ -114,6 +119,7 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
       }
     }
     await stores?.close();
+    await storage?.close();
     await Promise.all([stopReplica(a), stopReplica(b)]);
     await photos?.close();
   }, 120_000);
@@ -166,7 +172,7 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
       const [x, y] = round % 4 < 2 ? [a!, b!] : [b!, a!];
       const results = await Promise.allSettled([enrol(x), pause(Math.floor(random() * 1500)).then(() => y.rpc.forgetUser({ userId }))]);
       for (const r of results) if (r.status === 'rejected') problems.push(`${userId}: a call failed: ${String(r.reason)}`);
-      const state = await userProblems(stores, userId, photoId, annotatedKey(EVENT, photoId));
+      const state = await userProblems(stores, storage!, userId, photoId, annotatedKey(EVENT, photoId));
       problems.push(...state.problems);
       outcomes[state.enrolled ? 'enrolled' : 'forgotten']++;
       await a!.rpc.forgetUser({ userId });

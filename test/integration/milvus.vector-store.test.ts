@@ -18,6 +18,7 @@ import { MilvusVectorStore, type MilvusVectorStoreOptions } from '../../src/adap
 import { parseConfig } from '../../src/config/config.js';
 import type { VectorRecord } from '../../src/ports/vector-store.js';
 import { CONTRACT_DIMENSION, randomUnit, seededRandom, unitNear, vectorStoreContract } from '../contract/vector-store.contract.js';
+import { milvusVectors, type VectorsInspector } from '../support/inspect.js';
 
 const ADDRESS = process.env.FACEMATCH_MILVUS_ADDRESS;
 const SKIP_REASON = 'FACEMATCH_MILVUS_ADDRESS is not set: start Milvus with `scripts/test-env up milvus` and export its lines, or run `npm run test:integration`';
@@ -56,19 +57,23 @@ afterAll(async () => {
 }, 120_000);
 
 describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
-  vectorStoreContract('Milvus', () =>
-    Promise.resolve({
+  vectorStoreContract('Milvus', () => {
+    const storage = milvusVectors(options(`${RUN}_contract`));
+    return Promise.resolve({
       store: MilvusVectorStore.connect(options(`${RUN}_contract`)),
       another: () => Promise.resolve(MilvusVectorStore.connect(options(`${RUN}_contract`))),
-      cleanup: () => Promise.resolve(),
-    }),
-  );
+      vectorsOfUser: (userId: string) => storage.vectorsOfUser(userId),
+      cleanup: () => storage.close(),
+    });
+  });
 
   describe('beyond the contract', () => {
     const random = seededRandom(7);
     const prefix = `${RUN}_more`;
     let a: MilvusVectorStore;
     let b: MilvusVectorStore;
+    /** A third client, reading the collections directly (test/support/inspect.ts). */
+    let storage: VectorsInspector | undefined;
     let serial = 0;
     const fresh = (what: string) => `${RUN}-${what}-${++serial}`;
     const record = (eventId: string, embedding: Float32Array, over: Partial<VectorRecord> = {}): VectorRecord => ({
@@ -83,12 +88,14 @@ describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
       // Two stores, two clients, two connections: two replicas of the service.
       a = MilvusVectorStore.connect(options(prefix));
       b = MilvusVectorStore.connect(options(prefix));
+      storage = milvusVectors(options(prefix));
       await a.init(CONTRACT_DIMENSION);
       await b.init(CONTRACT_DIMENSION);
     }, 180_000);
     afterAll(async () => {
       await a?.close();
       await b?.close();
+      await storage?.close();
     });
 
     it('a write through one replica is seen by the next request to another, at once', async () => {
@@ -102,9 +109,11 @@ describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
         // No pause: the very next call, on the other client.
         const hits = await b.search('action_faces', { eventId: event, embedding: face.embedding, limit: 3, minSimilarity: 0.9 });
         expect(hits.map((h) => h.id)).toEqual([face.id]);
-        expect(await b.countByUser(user)).toBe(1);
+        const samples = await b.search('user_samples', { eventId: event, embedding: sample.embedding, limit: 3, minSimilarity: -1 });
+        expect(samples.map((h) => [h.id, h.userId])).toEqual([[sample.id, user]]);
+        expect(await storage!.vectorsOfUser(user)).toBe(1);
         expect(await a.deleteByUser(user)).toBe(1);
-        expect(await b.countByUser(user)).toBe(0);
+        expect(await storage!.vectorsOfUser(user)).toBe(0);
         expect(await b.search('user_samples', { eventId: event, embedding: sample.embedding, limit: 3, minSimilarity: -1 })).toEqual([]);
       }
     });
@@ -132,7 +141,7 @@ describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
       expect((await b.search('action_faces', { eventId: plain, embedding: v, limit: 10, minSimilarity: -1 })).length).toBe(1);
       const user = `${fresh('user')}" || user_id != "`;
       await a.upsert('user_samples', [record(plain, v, { userId: user })]);
-      expect(await b.countByUser(user)).toBe(1);
+      expect(await storage!.vectorsOfUser(user)).toBe(1);
       expect(await b.deleteByUser(user)).toBe(1);
     });
 
@@ -152,7 +161,7 @@ describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
       expect(await a.deleteByUser(user)).toBe(20);
       const result = await a.compact({ wait: true, waitTimeoutMs: 90_000 });
       expect(result.completed).toBe(true);
-      expect(await b.countByUser(user)).toBe(0);
+      expect(await storage!.vectorsOfUser(user)).toBe(0);
     }, 120_000);
 
     it('a server that cannot be reached fails fast with BACKEND_UNAVAILABLE naming Milvus', async () => {
@@ -199,7 +208,7 @@ describe.skipIf(!ADDRESS)(`Milvus at ${ADDRESS ?? '(unset)'}`, () => {
         ['ping', () => store.ping()],
         ['search', () => store.search('action_faces', { eventId: event, embedding: v, limit: 1, minSimilarity: 0 })],
         ['upsert', () => store.upsert('action_faces', [{ ...kept, id: `${RUN}-fault-new` }])],
-        ['countByUser', () => store.countByUser('nobody')],
+        ['deleteByUser', () => store.deleteByUser('nobody')],
       ];
       const timings: string[] = [];
       for (const [name, call] of calls) {

@@ -21,6 +21,7 @@ import type { PostgresConfig } from '../../src/config/config.js';
 import type { Landmarks } from '../../src/domain/face.js';
 import { faceId, type FaceRecord, type PhotoRecord } from '../../src/domain/photo.js';
 import { matchStoreContract } from '../contract/match-store.contract.js';
+import { postgresRows } from '../support/inspect.js';
 import { testEnv, timed } from './test-env.js';
 
 const URL_ = process.env.FACEMATCH_POSTGRES_URL;
@@ -84,7 +85,14 @@ describe.skipIf(!URL_)(`PostgreSQL at ${URL_ ?? '(unset)'}`, () => {
     for (const name of databases) await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).catch(() => undefined);
   });
 
-  matchStoreContract('PostgreSQL', () => Promise.resolve({ store: PostgresMatchStore.open(config()), cleanup: () => Promise.resolve() }));
+  matchStoreContract('PostgreSQL', () => {
+    const storage = postgresRows(config().url);
+    return Promise.resolve({
+      store: PostgresMatchStore.open(config()),
+      rowsNamingUser: (userId: string) => storage.rowsNamingUser(userId),
+      cleanup: () => storage.close(),
+    });
+  });
 
   describe('migrations', () => {
     it('replicas starting at once apply each migration once, recording its checksum', async () => {

@@ -1,12 +1,14 @@
 /**
- * Checks of what concurrent requests leave in the stores, through the ports only (so the same
- * checks run on the embedded stores and on PostgreSQL + Milvus + S3). Each returns the problems it
- * found, as sentences; an empty list is a consistent state.
+ * Checks of what concurrent requests leave in the stores, through the ports and, for what names a
+ * user, through the storage directly (test/support/inspect.ts), so the same checks run on the
+ * embedded stores and on PostgreSQL + Milvus + S3. Each returns the problems it found, as
+ * sentences; an empty list is a consistent state.
  */
 import { sampleId } from '../../src/domain/photo.js';
 import type { MatchStore } from '../../src/ports/match-store.js';
 import type { ObjectStore } from '../../src/ports/object-store.js';
 import type { Collection, VectorStore } from '../../src/ports/vector-store.js';
+import type { StorageInspector } from './inspect.js';
 
 export interface CheckedStores {
   vectors: VectorStore;
@@ -52,18 +54,20 @@ export async function photoProblems(s: CheckedStores, eventId: string, photoId: 
 
 /**
  * A user after an enrolment (selfie `photoId`) and a ForgetUser raced: either fully enrolled
- * (record, sample vector, annotated selfie) or nothing of them left.
+ * (record, sample vector, annotated selfie) or nothing of them left. `storage` reads the vectors
+ * and rows naming the user from the stores' backing.
  */
 export async function userProblems(
   s: CheckedStores,
+  storage: StorageInspector,
   userId: string,
   photoId: string,
   annotatedKey: string,
 ): Promise<{ enrolled: boolean; problems: string[] }> {
   const rec = await s.matches.getPhoto(photoId);
-  const samples = await s.vectors.countByUser(userId);
+  const samples = await storage.vectorsOfUser(userId);
   const image = await s.objects.exists(annotatedKey);
-  const rows = await s.matches.countUserRows(userId);
+  const rows = await storage.rowsNamingUser(userId);
   const state = `record ${rec ? 'yes' : 'no'}, sample vectors ${samples}, annotated selfie ${image ? 'yes' : 'no'}, rows naming the user ${rows}`;
   if (rec && rec.photo.kind === 'FACECAM' && rec.photo.userId === userId && samples === 1 && image) return { enrolled: true, problems: [] };
   if (!rec && samples === 0 && !image && rows === 0) return { enrolled: false, problems: [] };

@@ -49,10 +49,6 @@ export class PgliteMatchStore implements MatchStore {
     return this.db.transaction((tx) => sql.forgetUser(tx, userId));
   }
 
-  countUserRows(userId: string): Promise<number> {
-    return sql.countUserRows(this.db, userId);
-  }
-
   async ping(): Promise<void> {
     await this.db.ping();
   }

@@ -271,16 +271,6 @@ export class PgliteVectorStore implements VectorStore {
     return rows[0]?.n ?? 0;
   }
 
-  async countByUser(userId: string): Promise<number> {
-    const [a, u] = [this.table('action_faces'), this.table('user_samples')];
-    const rows = await this.db.query<{ n: number }>(
-      `SELECT (SELECT count(*) FROM ${a} WHERE user_id = $1)::int
-            + (SELECT count(*) FROM ${u} WHERE user_id = $1)::int AS n`,
-      [userId],
-    );
-    return rows[0]?.n ?? 0;
-  }
-
   async ping(): Promise<void> {
     await this.db.ping();
   }

@@ -334,30 +334,9 @@ export class MilvusVectorStore implements VectorStore {
   async deleteByUser(userId: string): Promise<number> {
     const states = this.ready();
     if (userId === '') throw new InvalidArgumentError('user id must not be empty');
-    // Both collections at once: each delete waits for a time tick (see countByUser).
+    // Both collections at once: each delete waits for a time tick (Milvus runs a delete by a filter
+    // as a query first), and two in a row would wait twice.
     const counts = await Promise.all(Object.values(states).map((state) => this.deleteWhere(state.name, `user_id == ${literal(userId)}`)));
-    return counts.reduce((a, b) => a + b, 0);
-  }
-
-  async countByUser(userId: string): Promise<number> {
-    const states = this.ready();
-    if (userId === '') throw new InvalidArgumentError('user id must not be empty');
-    // Both collections at once: a Strong query waits up to a time tick, and two would wait twice.
-    const counts = await Promise.all(
-      Object.values(states).map(async (state) => {
-        const result = await this.rpc('count', () =>
-          this.client.query({
-            collection_name: state.name,
-            filter: `user_id == ${literal(userId)}`,
-            output_fields: ['count(*)'],
-            consistency_level: this.consistency,
-            timeout: this.options.timeoutMs,
-          }),
-        );
-        this.check('count', result.status);
-        return Number(result.data[0]?.['count(*)'] ?? 0);
-      }),
-    );
     return counts.reduce((a, b) => a + b, 0);
   }
 

@@ -197,10 +197,6 @@ export class PostgresMatchStore implements MatchStore {
     );
   }
 
-  countUserRows(userId: string): Promise<number> {
-    return sql.countUserRows(this.reads, userId);
-  }
-
   async ping(): Promise<void> {
     await this.query('SELECT 1');
   }

@@ -190,12 +190,3 @@ export async function forgetUser(tx: Sql, userId: string): Promise<PhotoRecord[]
   await tx.query('UPDATE photos SET user_id = NULL WHERE user_id = $1', [userId]);
   return removed.map(toPhoto).sort((a, b) => a.processedAt.getTime() - b.processedAt.getTime() || a.photoId.localeCompare(b.photoId));
 }
-
-export async function countUserRows(q: Sql, userId: string): Promise<number> {
-  const [row] = await q.query<{ n: number }>(
-    `SELECT (SELECT count(*) FROM photos WHERE user_id = $1)::int + (SELECT count(*) FROM matches WHERE user_id = $1)::int
-          + (SELECT count(*) FROM match_offers WHERE user_id = $1)::int AS n`,
-    [userId],
-  );
-  return row?.n ?? 0;
-}
