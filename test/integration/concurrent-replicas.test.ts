@@ -170,7 +170,10 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
         r.rpc.processPhoto({ photoId, imageUrl: url(firstPhoto('facerec_lin_manuel_miranda')), eventId: EVENT, kind: PhotoKind.PHOTO_KIND_FACECAM, userId });
       if (round % 2 === 1) await enrol(a!);
       const [x, y] = round % 4 < 2 ? [a!, b!] : [b!, a!];
-      const results = await Promise.allSettled([enrol(x), pause(Math.floor(random() * 1500)).then(() => y.rpc.forgetUser({ userId }))]);
+      // Half the rounds forget at once (before the enrolment reaches its write phase, usually), half
+      // later (while or after it writes): both orders happen, whatever the machine's speed.
+      const delay = round % 8 < 4 ? random() * 150 : 400 + random() * 1100;
+      const results = await Promise.allSettled([enrol(x), pause(Math.floor(delay)).then(() => y.rpc.forgetUser({ userId }))]);
       for (const r of results) if (r.status === 'rejected') problems.push(`${userId}: a call failed: ${String(r.reason)}`);
       const state = await userProblems(stores, storage!, userId, photoId, annotatedKey(EVENT, photoId));
       problems.push(...state.problems);
