@@ -14,6 +14,8 @@
  * servers of scripts/test-env; stops none of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -43,8 +45,48 @@ interface Replica {
   dataDir: string;
 }
 
+/**
+ * A pass-through to the S3 server that holds the annotated uploads of the duplicate-photo rounds
+ * for UPLOAD_DELAY_MS: the replica that talks to S3 through it is then still inside its write phase
+ * (its vectors written, its record not yet) when the other replica's call for the same photo
+ * arrives, the interleaving a slow network makes. The Host header is passed on unchanged, so the
+ * request's SigV4 signature still holds.
+ */
+const UPLOAD_DELAY_MS = 800;
+async function slowUploads(target: URL): Promise<{ endpoint: string; held: () => number; close: () => Promise<void> }> {
+  let held = 0;
+  const server = createServer((req, res) => {
+    const hold = req.method === 'PUT' && /\/annotated\/[^?]*-(dup|retry)-\d+\.jpg/.test(req.url ?? '');
+    if (hold) held++;
+    setTimeout(
+      () => {
+        const upstream = httpRequest(
+          { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+          (answer) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        upstream.on('error', (error) => res.destroy(error));
+        req.pipe(upstream);
+      },
+      hold ? UPLOAD_DELAY_MS : 0,
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    held: () => held,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 /** Starts `facematch serve` as a child process; resolves once it printed its ports. */
-async function startReplica(): Promise<Replica> {
+async function startReplica(extra: NodeJS.ProcessEnv = {}): Promise<Replica> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'facematch-replica-'));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -54,6 +96,7 @@ async function startReplica(): Promise<Replica> {
     FACEMATCH_DATA_DIR: dataDir,
     FACEMATCH_INFERENCE_WORKERS: '1',
     FACEMATCH_LOG_LEVEL: 'warn',
+    ...extra,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'src/bin/cli.ts'), 'serve'], {
     cwd: REPO,
@@ -89,6 +132,7 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
   let a: Replica | undefined;
   let b: Replica | undefined;
   let photos: Awaited<ReturnType<typeof photoServer>>;
+  let proxy: Awaited<ReturnType<typeof slowUploads>> | undefined;
   let stores: OpenStores;
   let storage: StorageInspector | undefined;
   let dimension: number;
@@ -97,7 +141,9 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
 
   beforeAll(async () => {
     photos = await photoServer();
-    [a, b] = await Promise.all([startReplica(), startReplica()]);
+    proxy = await slowUploads(new URL(process.env.FACEMATCH_S3_ENDPOINT!));
+    // Replica a uploads through the slow pass-through; b straight to S3.
+    [a, b] = await Promise.all([startReplica({ FACEMATCH_S3_ENDPOINT: proxy.endpoint }), startReplica()]);
     dimension = (await sharedAnalyzer()).embedder.dimension;
     const config = testConfig({ FACEMATCH_DATA_DIR: a.dataDir });
     stores = await openStores(config, createLogger('warn'));
@@ -121,6 +167,7 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
     await stores?.close();
     await storage?.close();
     await Promise.all([stopReplica(a), stopReplica(b)]);
+    await proxy?.close();
     await photos?.close();
   }, 120_000);
 
@@ -156,7 +203,10 @@ describe.runIf(REAL)('two replicas on PostgreSQL + Milvus + S3, the same ids at 
         }
       }
     }
-    console.info(`concurrent-replicas: ${ROUNDS * 2} rounds of duplicate ProcessPhoto on two replicas, ${problems.length} inconsistencies`);
+    console.info(
+      `concurrent-replicas: ${ROUNDS * 2} rounds of duplicate ProcessPhoto on two replicas (${proxy!.held()} uploads of replica a held ${UPLOAD_DELAY_MS} ms), ${problems.length} inconsistencies`,
+    );
+    expect(proxy!.held()).toBeGreaterThanOrEqual(ROUNDS * 2);
     expect(problems).toEqual([]);
   });
 
