@@ -43,6 +43,7 @@ function serverEnv(): Record<string, string> {
 /** The order of the files (a file not listed runs after these, by name). */
 const ORDER = [
   'test/integration/stores.test.ts',
+  'test/integration/photobatch-crd.test.ts', // kube-apiserver + kubectl (scripts/test-env up kube)
   'test/integration/postgres.match-store.test.ts', // stops and restarts PostgreSQL
   'test/integration/s3.object-store.test.ts', // stops and restarts the S3 server
   'test/integration/milvus.vector-store.test.ts', // stops and restarts Milvus
