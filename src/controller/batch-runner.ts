@@ -237,7 +237,10 @@ export class BatchRunner {
           this.listingDone = true;
           this.total = this.resumedAt + this.listed;
         }
-        if (attempt > 0) this.stall = undefined;
+        if (attempt > 0 && this.stalledPhotos.size === 0) {
+          this.stall = undefined;
+          this.dirty = true;
+        }
       } catch (error) {
         if (this.work.signal.aborted) return undefined;
         const { code, message } = failureOf(error);
