@@ -15,7 +15,24 @@ class FakeStore implements BatchStore {
     return this.batches.get(key);
   }
 
-  writeStatus(key: string, uid: string, status: PhotoBatchStatus): Promise<void> {
+  /** While set, each write waits until the test calls release(). */
+  gated = false;
+  private readonly held: (() => void)[] = [];
+
+  release(): void {
+    this.held.shift()?.();
+  }
+
+  get waiting(): number {
+    return this.held.length;
+  }
+
+  async writeStatus(key: string, uid: string, status: PhotoBatchStatus): Promise<void> {
+    if (this.gated) await new Promise<void>((resolve) => this.held.push(resolve));
+    return this.land(key, uid, status);
+  }
+
+  private land(key: string, uid: string, status: PhotoBatchStatus): Promise<void> {
     const batch = this.batches.get(key);
     if (!batch || batch.uid !== uid) return Promise.reject(new Error(`no PhotoBatch ${key} with uid ${uid}`));
     if (this.failWrites) return Promise.reject(new Error('the API server is unavailable'));
@@ -113,6 +130,28 @@ describe('PhotoBatchReconciler', () => {
     expect(store.get(KEY)!.status.observedGeneration).toBe(2);
     await drain(processor);
     expect(store.get(KEY)!.status).toMatchObject({ processed: 30, total: 30 });
+  });
+
+  it('writes one status at a time per batch: a progress tick and a spec edit do not undo each other', async () => {
+    const { store, clock, processor, reconciler } = setup(30);
+    store.apply(KEY, spec);
+    await reconciler.reconcile(KEY);
+    await settle();
+    for (let i = 0; i < 4; i++) {
+      processor.answer();
+      await settle();
+    }
+    store.gated = true;
+    await clock.advance(1000); // the progress write starts and waits
+    store.apply(KEY, { ...spec, concurrency: 3 });
+    const reconciling = reconciler.reconcile(KEY);
+    await settle();
+    expect(store.waiting).toBe(1); // the second write waits for the first
+    store.release();
+    await settle();
+    store.release();
+    await reconciling;
+    expect(store.get(KEY)!.status).toMatchObject({ processed: 4, observedGeneration: 2 });
   });
 
   it('suspends a running batch at its cursor and resumes it there', async () => {

@@ -68,6 +68,8 @@ export class PhotoBatchReconciler {
   private readonly written = new Map<string, { uid: string; status: PhotoBatchStatus }>();
   /** Final observations whose write failed, written by the next reconcile. */
   private readonly unwritten = new Map<string, { uid: string; observation: BatchObservation }>();
+  /** The last status write per key, so the next one starts after it. */
+  private readonly writing = new Map<string, Promise<void>>();
   private readonly clock: Clock;
 
   constructor(private readonly options: ReconcilerOptions) {
@@ -214,10 +216,26 @@ export class PhotoBatchReconciler {
     return mine && mine.uid === batch.uid ? mine.status : batch.status;
   }
 
-  private async write(batch: PhotoBatch, observation: BatchObservation): Promise<void> {
-    const { status } = batchStatus(batch.spec, this.statusOf(batch), batch.generation, observation, new Date(this.clock.now()));
-    await this.options.store.writeStatus(batch.key, batch.uid, status);
-    this.written.set(batch.key, { uid: batch.uid, status });
+  /**
+   * Writes the status `observation` gives, after the key's previous write settled: each status is
+   * computed from the one written before it, so a progress tick and a reconcile never both start
+   * from the same old status and undo each other.
+   */
+  private write(batch: PhotoBatch, observation: BatchObservation): Promise<void> {
+    const previous = this.writing.get(batch.key) ?? Promise.resolve();
+    const next = previous
+      .catch(() => undefined)
+      .then(async () => {
+        const { status } = batchStatus(batch.spec, this.statusOf(batch), batch.generation, observation, new Date(this.clock.now()));
+        await this.options.store.writeStatus(batch.key, batch.uid, status);
+        this.written.set(batch.key, { uid: batch.uid, status });
+      });
+    const settled = next.catch(() => undefined);
+    this.writing.set(batch.key, settled);
+    void settled.then(() => {
+      if (this.writing.get(batch.key) === settled) this.writing.delete(batch.key);
+    });
+    return next;
   }
 }
 
