@@ -154,13 +154,14 @@ export class BatchRunner {
     this.lastFailures = [...(resume?.lastFailures ?? [])];
     this.cursor = resume?.cursor;
     this.pageToken = resume?.cursor;
-    const stopWork = (): void => {
-      this.work.abort();
-      this.notify();
-    };
-    if (options.signal.aborted) stopWork();
-    else options.signal.addEventListener('abort', stopWork, { once: true });
+    if (options.signal.aborted) this.stopWork();
+    else options.signal.addEventListener('abort', this.stopWork, { once: true });
   }
+
+  private readonly stopWork = (): void => {
+    this.work.abort();
+    this.notify();
+  };
 
   /** Takes effect at the next dispatch: photos in flight above a lowered value finish first. */
   setConcurrency(n: number): void {
@@ -195,6 +196,7 @@ export class BatchRunner {
       while (this.inFlight > 0) await this.changes();
       reporting.abort();
       await reporter;
+      this.options.signal.removeEventListener('abort', this.stopWork);
     }
     const progress = this.progress();
     if (fatal) return { outcome: 'failed', reason: fatal.reason, message: fatal.message, progress };
