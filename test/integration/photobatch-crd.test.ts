@@ -5,9 +5,10 @@
  * field, and `kubectl get photobatches` shows the printer columns.
  *
  * Needs `scripts/test-env up kube` (etcd + kube-apiserver on loopback; npm run test:integration sets
- * KUBECONFIG and FACEMATCH_TEST_KUBECTL when it answers); skipped otherwise. Works in a namespace of
- * its own, deleted at the end. The CRD stays installed (others may use it; applying it again is a
- * no-op).
+ * KUBECONFIG and FACEMATCH_TEST_KUBECTL when it answers); skipped otherwise. Works in the default
+ * namespace under names and a label of its own (a run id), and deletes what it made: test-env runs no
+ * namespace controller, so a deleted namespace would stay Terminating for good. The CRD stays
+ * installed (others may use it; applying it again is a no-op).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -22,7 +23,8 @@ if (!REAL) console.warn('photobatch-crd.test.ts skipped: needs KUBECONFIG and FA
 
 const CRD = path.join(REPO, 'k8s', 'crds', 'photobatches.facematch.io.yaml');
 const RUN = `pb${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-const NAMESPACE = `facematch-${RUN}`;
+const NAMESPACE = 'default';
+const LABEL = `facematch.io/test-run=${RUN}`;
 
 interface Run {
   code: number;
@@ -48,7 +50,7 @@ function kubectl(args: string[], input?: string): Promise<Run> {
 
 /** A PhotoBatch manifest (JSON is YAML) in the test's namespace. */
 function photoBatch(name: string, spec: Record<string, unknown>): string {
-  return JSON.stringify({ apiVersion: 'facematch.io/v1alpha1', kind: 'PhotoBatch', metadata: { name, namespace: NAMESPACE }, spec });
+  return JSON.stringify({ apiVersion: 'facematch.io/v1alpha1', kind: 'PhotoBatch', metadata: { name, namespace: NAMESPACE, labels: { 'facematch.io/test-run': RUN } }, spec });
 }
 
 const VALID = { eventId: `${RUN}-event`, source: { s3: { bucket: 'facematch-photos', prefix: 'events/marathon/' } }, concurrency: 8 };
@@ -62,13 +64,11 @@ describe.skipIf(!REAL)('the PhotoBatch CRD on kube-apiserver', () => {
     const established = await kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd/photobatches.facematch.io']);
     expect(established.stderr).toBe('');
     expect(established.code).toBe(0);
-    const ns = await kubectl(['create', 'namespace', NAMESPACE]);
-    expect(ns.stderr).toBe('');
   });
 
   afterAll(async () => {
     if (cacheDir) {
-      await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false', '--ignore-not-found']);
+      await kubectl(['delete', 'photobatches', '-n', NAMESPACE, '-l', LABEL, '--ignore-not-found']);
       await rm(cacheDir, { recursive: true, force: true });
     }
   });
@@ -103,16 +103,16 @@ describe.skipIf(!REAL)('the PhotoBatch CRD on kube-apiserver', () => {
     const applied = await kubectl(['apply', '-f', '-'], photoBatch(`${RUN}-listed`, VALID));
     expect(applied.stderr).toBe('');
     expect(applied.stdout).toContain(`photobatch.facematch.io/${RUN}-listed created`);
-    const listed = await kubectl(['get', 'photobatches', '-n', NAMESPACE]);
+    const listed = await kubectl(['get', 'photobatches', '-n', NAMESPACE, '-l', LABEL]);
     expect(listed.stderr).toBe('');
     const [header, ...rows] = listed.stdout.trim().split('\n');
     expect(header?.trim().split(/\s+/)).toEqual(['NAME', 'EVENT', 'PROGRESS', 'MATCHED', 'FAILED', 'STATUS', 'AGE']);
     expect(rows).toHaveLength(1);
     expect(rows[0]?.trim().split(/\s+/).slice(0, 2)).toEqual([`${RUN}-listed`, VALID.eventId]);
     // The short name and the category work too.
-    const short = await kubectl(['get', 'pb', '-n', NAMESPACE, '-o', 'name']);
+    const short = await kubectl(['get', 'pb', '-n', NAMESPACE, '-l', LABEL, '-o', 'name']);
     expect(short.stdout.trim()).toBe(`photobatch.facematch.io/${RUN}-listed`);
-    const category = await kubectl(['get', 'facematch', '-n', NAMESPACE, '-o', 'name']);
+    const category = await kubectl(['get', 'facematch', '-n', NAMESPACE, '-l', LABEL, '-o', 'name']);
     expect(category.stdout.trim()).toBe(`photobatch.facematch.io/${RUN}-listed`);
   });
 });
