@@ -277,6 +277,6 @@ kube_down() {
 }
 
 kube_env() {
-  echo "KUBECONFIG=$TE_STATE/kube/kubeconfig"
+  echo "FACEMATCH_TEST_KUBECONFIG=$TE_STATE/kube/kubeconfig"
   echo "FACEMATCH_TEST_KUBECTL=$(kube_kubectl_bin)"
 }

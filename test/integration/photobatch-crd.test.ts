@@ -5,7 +5,8 @@
  * field, and `kubectl get photobatches` shows the printer columns.
  *
  * Needs `scripts/test-env up kube` (etcd + kube-apiserver on loopback; npm run test:integration sets
- * KUBECONFIG and FACEMATCH_TEST_KUBECTL when it answers); skipped otherwise. Works in the default
+ * FACEMATCH_TEST_KUBECONFIG and FACEMATCH_TEST_KUBECTL when it answers; a KUBECONFIG of the user's own
+ * is never used, so the test cannot reach a real cluster); skipped otherwise. Works in the default
  * namespace under names and a label of its own (a run id), and deletes what it made: test-env runs no
  * namespace controller, so a deleted namespace would stay Terminating for good. The CRD stays
  * installed (others may use it; applying it again is a no-op).
@@ -18,8 +19,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO } from '../support/shared.js';
 
 const KUBECTL = process.env.FACEMATCH_TEST_KUBECTL;
-const REAL = Boolean(process.env.KUBECONFIG && KUBECTL);
-if (!REAL) console.warn('photobatch-crd.test.ts skipped: needs KUBECONFIG and FACEMATCH_TEST_KUBECTL (scripts/test-env up kube)');
+const KUBECONFIG = process.env.FACEMATCH_TEST_KUBECONFIG;
+const REAL = Boolean(KUBECONFIG && KUBECTL);
+if (!REAL) console.warn('photobatch-crd.test.ts skipped: needs FACEMATCH_TEST_KUBECONFIG and FACEMATCH_TEST_KUBECTL (scripts/test-env up kube)');
 
 const CRD = path.join(REPO, 'k8s', 'crds', 'photobatches.facematch.io.yaml');
 const RUN = `pb${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
@@ -37,7 +39,7 @@ let cacheDir: string;
 
 function kubectl(args: string[], input?: string): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(KUBECTL as string, ['--cache-dir', cacheDir, ...args], { env: process.env });
+    const child = spawn(KUBECTL as string, ['--kubeconfig', KUBECONFIG as string, '--cache-dir', cacheDir, ...args], { env: process.env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
