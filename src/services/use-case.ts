@@ -3,7 +3,7 @@
  * stage (names in telemetry/attributes.ts), cancellation checked between stages, and the wire-free
  * shapes of its answers.
  */
-import { context, type Span, type Tracer } from '@opentelemetry/api';
+import { context, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError } from '../domain/errors.js';
 import type { DetectedFace, Stage, StageSpan, StageTimes } from '../domain/face.js';
 import type { FaceModel, Annotator } from '../ports/face-model.js';
@@ -61,9 +61,7 @@ export class Tracing {
       try {
         return await fn(span);
       } catch (error) {
-        span.recordException(error as Error);
-        span.setStatus({ code: 2, message: (error as Error).message });
-        throw error;
+        throw failed(span, error);
       } finally {
         span.end();
       }
@@ -79,9 +77,7 @@ export class Tracing {
     try {
       return await fn();
     } catch (error) {
-      span.recordException(error as Error);
-      span.setStatus({ code: 2, message: (error as Error).message });
-      throw error;
+      throw failed(span, error);
     } finally {
       span.end();
       times[stage] = (times[stage] ?? 0) + performance.now() - t0;
@@ -95,6 +91,13 @@ export class Tracing {
       if (times) times[s.stage] = (times[s.stage] ?? 0) + s.end - s.start;
     }
   }
+}
+
+/** Records `error` on `span` (an exception event, status ERROR) and returns it to rethrow. */
+function failed(span: Span, error: unknown): unknown {
+  span.recordException(error as Error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
+  return error;
 }
 
 /**

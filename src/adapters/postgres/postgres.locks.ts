@@ -11,6 +11,7 @@
  * through `held.lost` and stops at its next stage; the next holder then replaces whatever it wrote
  * (every write is under deterministic ids, and the record transaction is the commit point).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { PostgresConfig } from '../../config/config.js';
 import { BackendUnavailableError, CancelledError, FacematchError } from '../../domain/errors.js';
@@ -104,23 +105,12 @@ export class PostgresAdvisoryLocks implements KeyedLocks {
       }
       // 5, 10, 20 ... 200 ms, jittered: a holder's write phase is typically tens to hundreds of ms.
       const delay = Math.min(200, 5 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2);
-      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), signal);
+      // Node's timer rejects when the signal aborts; the loop's check above then answers CANCELLED.
+      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), undefined, signal ? { signal } : {}).catch(() => undefined);
     }
   }
 
   private unavailable(error: unknown): BackendUnavailableError {
     return new BackendUnavailableError(`${this.where}: ${error instanceof Error ? error.message || error.name : String(error)}`, { cause: error });
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
