@@ -46,6 +46,7 @@ const ORDER = [
   'test/integration/photobatch-crd.test.ts', // kube-apiserver + kubectl (scripts/test-env up kube)
   'test/integration/postgres.match-store.test.ts', // stops and restarts PostgreSQL
   'test/integration/s3.object-store.test.ts', // stops and restarts the S3 server
+  'test/integration/s3.photo-source.test.ts',
   'test/integration/milvus.vector-store.test.ts', // stops and restarts Milvus
   'e2e/matching.e2e.test.ts',
   'test/integration/cli.test.ts',
