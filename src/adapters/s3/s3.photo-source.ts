@@ -2,8 +2,9 @@
  * The `s3` source of a PhotoBatch: every object under `s3://bucket/prefix`, one ListObjectsV2
  * request per page, in key order (UTF-8 byte order, S3's). A photo's position is its object key and
  * a page token is a key: the next request lists from StartAfter = token, so a batch resumes after
- * the key in its cursor and nothing is kept between pages. Photo ids are `photoIdFor("bucket/key")`,
- * the id a `urls` source gives `s3://bucket/key` too.
+ * the key in its cursor and nothing is kept between pages. Photo ids are `photoIdFor("bucket/key")`
+ * (s3PhotoId). A `urls` source gives `s3://bucket/key` the same id only for keys that URL parsing
+ * leaves alone: `new URL` percent-encodes spaces and non-ASCII ("a 1.jpg" -> "a%201.jpg").
  *
  * "Folder" placeholders (keys ending in '/', made by consoles) are skipped; nothing else is: a
  * non-image goes to the service and is recorded as failed, as the user expects to see it.
