@@ -3,8 +3,10 @@
  * health service, server reflection, message size limits, and typed errors mapped to status codes
  * (with the stable error code in the `facematch-error-code` trailer). A request that does not
  * decode is INVALID_ARGUMENT (grpc-js itself would answer INTERNAL); a caller that cancels or whose
- * deadline passes aborts the call's signal.
+ * deadline passes aborts the call's signal. A caller's trace context (W3C `traceparent` in the
+ * metadata) is the parent of the request's span.
  */
+import { context, propagation, ROOT_CONTEXT, type TextMapGetter } from '@opentelemetry/api';
 import {
   Metadata,
   Server,
@@ -55,6 +57,15 @@ export function tolerantDefinition(): typeof FacematchServiceService {
   ) as unknown as typeof FacematchServiceService;
 }
 
+/** Reads the propagator's fields (traceparent, tracestate, baggage) from a call's metadata. */
+const metadataGetter: TextMapGetter<Metadata> = {
+  keys: (metadata) => Object.keys(metadata.getMap()),
+  get: (metadata, key) => {
+    const values = metadata.get(key).filter((v): v is string => typeof v === 'string');
+    return values.length > 1 ? values : values[0];
+  },
+};
+
 /** A method of the table as a unary handler: cancellation, the shared invoke, status and trailer. */
 function unary<Req, Res>(d: RpcDeps, m: Method<Req, Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
@@ -67,7 +78,9 @@ function unary<Req, Res>(d: RpcDeps, m: Method<Req, Res>): (call: ServerUnaryCal
       if (isMalformed(request)) throw new InvalidArgumentError(`the request is not a valid ${m.name}Request: ${shorten(request[MALFORMED])}`);
       return request as Req;
     };
-    invoke(d, m, parse, 'grpc', controller.signal).then(
+    // From the caller's context only (ROOT, not whatever context this callback happens to run in).
+    const parent = propagation.extract(ROOT_CONTEXT, call.metadata, metadataGetter);
+    context.with(parent, () => invoke(d, m, parse, 'grpc', controller.signal)).then(
       (res) => callback(null, res),
       (error: unknown) => {
         const e = error as FacematchError;
