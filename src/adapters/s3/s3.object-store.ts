@@ -12,8 +12,9 @@
  * keeps no state about the server, so the same store works again as soon as the server is back.
  */
 import type { Readable } from 'node:stream';
-import { Client } from 'minio';
+import type { Client } from 'minio';
 import type { S3Config } from '../../config/config.js';
+import { s3Client } from './s3.client.js';
 import {
   BackendUnavailableError,
   FacematchError,
@@ -74,26 +75,13 @@ export class S3ObjectStore implements ObjectStore {
 
   /** A store on a minio client of `config.endpoint` (no request is made before the first call). */
   static open(config: S3Config, bucket: string, options: { timeoutMs?: number } = {}): S3ObjectStore {
-    const url = new URL(config.endpoint);
-    const useSSL = url.protocol === 'https:';
-    const client = new Client({
-      endPoint: url.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: url.port ? Number(url.port) : useSSL ? 443 : 80,
-      useSSL,
-      accessKey: config.accessKey,
-      secretKey: config.secretKey,
-      // Known region: presigning is local and no request asks the server for the bucket's region.
-      region: config.region,
-      pathStyle: true,
-      // The client's own retry logs to the console and waits; ours is in call().
-      retryOptions: { disableRetry: true },
-    });
+    const { client, origin } = s3Client(config);
     return new S3ObjectStore({
       client,
       bucket,
       region: config.region,
       presignSeconds: config.presignSeconds,
-      where: `S3 at ${url.origin}`,
+      where: `S3 at ${origin}`,
       ...options,
     });
   }

@@ -23,8 +23,9 @@
  * dropped, its socket closed when the answer comes).
  */
 import type { IncomingMessage } from 'node:http';
-import { Client } from 'minio';
+import type { Client } from 'minio';
 import type { S3Config } from '../../config/config.js';
+import { s3Client } from './s3.client.js';
 import { s3PhotoId } from '../../controller/photo-id.js';
 import {
   BackendUnavailableError,
@@ -94,21 +95,8 @@ export class S3PhotoSource implements PhotoSource {
 
   /** A source on a minio client of `config.endpoint` (no request is made before the first list). */
   static open(config: S3Config, bucket: string, prefix: string, options: { pageSize?: number; timeoutMs?: number } = {}): S3PhotoSource {
-    const url = new URL(config.endpoint);
-    const useSSL = url.protocol === 'https:';
-    const client = new Client({
-      endPoint: url.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: url.port ? Number(url.port) : useSSL ? 443 : 80,
-      useSSL,
-      accessKey: config.accessKey,
-      secretKey: config.secretKey,
-      // Known region: no request asks the server for the bucket's region first.
-      region: config.region,
-      pathStyle: true,
-      // The client's own retry logs to the console and waits; the batch runner retries with backoff.
-      retryOptions: { disableRetry: true },
-    });
-    return new S3PhotoSource({ client, bucket, prefix, where: `S3 at ${url.origin}`, ...options });
+    const { client, origin } = s3Client(config);
+    return new S3PhotoSource({ client, bucket, prefix, where: `S3 at ${origin}`, ...options });
   }
 
   async list(pageToken: string | undefined, signal: AbortSignal): Promise<SourcePage> {
