@@ -45,6 +45,19 @@ const BAD: Record<string, string[]> = {
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ['jaeger:4318', 'grpc://jaeger:4317'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['not a url'],
   FACEMATCH_LOG_LEVEL: ['verbose'],
+  FACEMATCH_CONTROLLER_NAMESPACE: ['Photos', 'a_b'],
+  FACEMATCH_CONTROLLER_SERVICE_ADDRESS: ['facematch:port'],
+  FACEMATCH_CONTROLLER_WORKERS: ['0', '65'],
+  FACEMATCH_CONTROLLER_HTTP_PORT: ['65536'],
+  FACEMATCH_CONTROLLER_LEASE_NAMESPACE: ['Kube-System'],
+  FACEMATCH_CONTROLLER_LEASE_NAME: ['facematch.controller!'],
+  FACEMATCH_CONTROLLER_IDENTITY: ['x'.repeat(129)],
+  FACEMATCH_CONTROLLER_LEASE_DURATION_MS: ['15s'],
+  FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS: ['100'],
+  FACEMATCH_CONTROLLER_RETRY_PERIOD_MS: ['0'],
+  FACEMATCH_CONTROLLER_STATUS_INTERVAL_MS: ['fast'],
+  FACEMATCH_CONTROLLER_RESYNC_MS: ['10'],
+  FACEMATCH_CONTROLLER_CALL_TIMEOUT_MS: ['-1'],
 };
 
 /** Free text: any non-empty value is accepted here (a model pack name or path, a folder, a key, a region). */
@@ -56,6 +69,7 @@ const FREE = [
   'FACEMATCH_S3_SECRET_KEY',
   'FACEMATCH_S3_REGION',
   'FACEMATCH_MILVUS_TOKEN',
+  'KUBECONFIG',
 ];
 
 function refusal(env: Record<string, string>): ConfigError {
@@ -83,6 +97,12 @@ describe('parseConfig', () => {
       }
     },
   );
+
+  it('refuses lease timings a leader could not keep (retry < renew deadline < lease duration)', () => {
+    const error = refusal({ FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS: '20000' });
+    expect(error.message).toContain('FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS < FACEMATCH_CONTROLLER_LEASE_DURATION_MS');
+    expect(parseConfig({}).controller.lease).toMatchObject({ durationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 });
+  });
 
   it('says which entry of the allow-list is wrong, and names every bad variable at once', () => {
     const error = refusal({ FACEMATCH_SOURCE_ALLOW: '127.0.0.0/8, 10.0.0.0/33', FACEMATCH_DEVICE: 'gpu' });

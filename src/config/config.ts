@@ -4,7 +4,7 @@
  * start: a bad one is a ConfigError (CONFIG_INVALID) naming the variable; an empty one means unset.
  */
 import { isIP } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -42,6 +42,8 @@ const hostPort = z.string().refine((v) => {
   const m = /^(?:https?:\/\/)?(\[([0-9A-Fa-f:.]+)\]|[^:/[\]]+)(?::(\d{1,5}))?\/?$/.exec(v);
   return !!m && (m[2] !== undefined ? isIP(m[2]) === 6 : isIP(m[1]!) !== 0 || HOSTNAME.test(m[1]!)) && Number(m[3] ?? 0) <= 65535;
 }, 'host:port or http(s)://host:port');
+/** A Kubernetes object or namespace name (RFC 1123 label, the stricter form); '' where allowed means unset. */
+const k8sName = z.string().regex(/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$/, 'a Kubernetes name: lowercase letters, digits and -, at most 63');
 /** An IPv4/IPv6 address or a CIDR (address/bits), written out in full: not "127.1", not a host name. */
 function addressRange(entry: string): boolean {
   const [address = '', bits, ...rest] = entry.split('/');
@@ -120,6 +122,21 @@ const schema = z.object({
   FACEMATCH_MAX_MESSAGE_BYTES: int(1024).default(4 * 1024 * 1024),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
+  // The PhotoBatch controller (`facematch controller`).
+  KUBECONFIG: z.string().min(1).optional(),
+  FACEMATCH_CONTROLLER_NAMESPACE: k8sName.default(''),
+  FACEMATCH_CONTROLLER_SERVICE_ADDRESS: hostPort.default('127.0.0.1:50051'),
+  FACEMATCH_CONTROLLER_WORKERS: int(1).max(64).default(2),
+  FACEMATCH_CONTROLLER_HTTP_PORT: int(0).max(65535).default(8081),
+  FACEMATCH_CONTROLLER_LEASE_NAMESPACE: k8sName.default('default'),
+  FACEMATCH_CONTROLLER_LEASE_NAME: k8sName.default('facematch-controller'),
+  FACEMATCH_CONTROLLER_IDENTITY: z.string().min(1).max(128).optional(),
+  FACEMATCH_CONTROLLER_LEASE_DURATION_MS: int(1000).default(15_000),
+  FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS: int(500).default(10_000),
+  FACEMATCH_CONTROLLER_RETRY_PERIOD_MS: int(100).default(2_000),
+  FACEMATCH_CONTROLLER_STATUS_INTERVAL_MS: int(100).default(5_000),
+  FACEMATCH_CONTROLLER_RESYNC_MS: int(1000).default(300_000),
+  FACEMATCH_CONTROLLER_CALL_TIMEOUT_MS: int(100).default(120_000),
   FACEMATCH_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -221,6 +238,25 @@ export interface StoreConfig {
   annotatedMaxSide: number;
 }
 
+export interface ControllerConfig {
+  /** A kubeconfig file; absent: in-cluster service account (or ~/.kube/config). */
+  kubeconfig: string | undefined;
+  /** The namespace whose PhotoBatches are reconciled; undefined: every namespace. */
+  namespace: string | undefined;
+  /** The facematch service (through Envoy in the cluster) for batches that name none. */
+  serviceAddress: string;
+  workers: number;
+  host: string;
+  httpPort: number;
+  lease: { namespace: string; name: string; identity: string; durationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
+  /** A running batch's status is written at most this often. */
+  statusIntervalMs: number;
+  /** Every PhotoBatch is reconciled again this often, and the watch is renewed. */
+  resyncMs: number;
+  /** Deadline of one ProcessPhoto call. */
+  callTimeoutMs: number;
+}
+
 export interface Config {
   inference: InferenceConfig;
   decode: DecodeConfig;
@@ -234,6 +270,7 @@ export interface Config {
   s3: S3Config | undefined;
   /** OTLP/HTTP traces URL (Jaeger: http://jaeger:4318/v1/traces); unset: no export. */
   otlpTracesEndpoint: string | undefined;
+  controller: ControllerConfig;
   logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
 }
 
@@ -274,6 +311,12 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
   if (missing.length > 0) {
     const why = (name: string) => `${name}: required with ${name.startsWith('FACEMATCH_S3') ? 'FACEMATCH_OBJECT_STORE=s3' : 'FACEMATCH_MATCH_STORE=postgres'}`;
     throw new ConfigError(`invalid configuration: ${missing.map(why).join('; ')}`);
+  }
+  // client-go's rules: renewals must be able to fail a few times before the lease runs out.
+  if (!(e.FACEMATCH_CONTROLLER_RETRY_PERIOD_MS < e.FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS && e.FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS < e.FACEMATCH_CONTROLLER_LEASE_DURATION_MS)) {
+    throw new ConfigError(
+      'invalid configuration: FACEMATCH_CONTROLLER_RETRY_PERIOD_MS < FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS < FACEMATCH_CONTROLLER_LEASE_DURATION_MS must hold',
+    );
   }
   return {
     inference: {
@@ -339,6 +382,26 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
     otlpTracesEndpoint:
       e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
       (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined),
+    controller: {
+      kubeconfig: e.KUBECONFIG,
+      namespace: e.FACEMATCH_CONTROLLER_NAMESPACE || undefined,
+      serviceAddress: e.FACEMATCH_CONTROLLER_SERVICE_ADDRESS,
+      workers: e.FACEMATCH_CONTROLLER_WORKERS,
+      host: e.FACEMATCH_HOST,
+      httpPort: e.FACEMATCH_CONTROLLER_HTTP_PORT,
+      lease: {
+        namespace: e.FACEMATCH_CONTROLLER_LEASE_NAMESPACE,
+        name: e.FACEMATCH_CONTROLLER_LEASE_NAME,
+        // A pod's host name is its name: unique among the replicas, and readable in the Lease.
+        identity: e.FACEMATCH_CONTROLLER_IDENTITY ?? `${hostname()}_${process.pid}`,
+        durationMs: e.FACEMATCH_CONTROLLER_LEASE_DURATION_MS,
+        renewDeadlineMs: e.FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS,
+        retryPeriodMs: e.FACEMATCH_CONTROLLER_RETRY_PERIOD_MS,
+      },
+      statusIntervalMs: e.FACEMATCH_CONTROLLER_STATUS_INTERVAL_MS,
+      resyncMs: e.FACEMATCH_CONTROLLER_RESYNC_MS,
+      callTimeoutMs: e.FACEMATCH_CONTROLLER_CALL_TIMEOUT_MS,
+    },
     logLevel: e.FACEMATCH_LOG_LEVEL,
   };
 }

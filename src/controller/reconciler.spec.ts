@@ -64,7 +64,7 @@ function setup(count = 20) {
   const reconciler = new PhotoBatchReconciler({
     store,
     sourceFor: (b) => (b.spec.source.urls ? new UrlListSource(b.spec.source.urls) : source),
-    processorFor: () => processor,
+    processorFor: () => ({ processor }),
     requeue: (key) => requeued.push(key),
     progressIntervalMs: 1000,
     retryBaseMs: 0,

@@ -43,8 +43,12 @@ export interface ReconcilerOptions {
   store: BatchStore;
   /** The source of a batch; throws InvalidArgumentError (or another FacematchError) when it cannot be. */
   sourceFor(batch: PhotoBatch): PhotoSource;
-  /** The service at a batch's spec.serviceAddress (the controller's default when absent). */
-  processorFor(address: string | undefined): PhotoProcessor;
+  /**
+   * The service a batch's photos go to (spec.serviceAddress, or the controller's default), for one
+   * run of it: the controller wraps it with the batch's span and metrics, and `end` is called once
+   * the run stops.
+   */
+  processorFor(batch: PhotoBatch): { processor: PhotoProcessor; end?(result: BatchResult): void };
   /** Called when a key must be reconciled again (a final status write failed). */
   requeue(key: string): void;
   progressIntervalMs?: number;
@@ -155,8 +159,10 @@ export class PhotoBatchReconciler {
       lastFailures: status.lastFailures ?? [],
     };
     if (status.cursor !== undefined) resume.cursor = status.cursor;
+    const run = this.options.processorFor(batch);
+    const processor = run.processor;
     const runner = new BatchRunner({
-      processor: this.options.processorFor(batch.spec.serviceAddress),
+      processor,
       source,
       eventId: batch.spec.eventId,
       kind: batch.spec.kind ?? 'ACTION_SHOT',
@@ -171,10 +177,13 @@ export class PhotoBatchReconciler {
       signal: abort.signal,
     });
     const entry: Running = { uid: batch.uid, runner, abort, finished: Promise.resolve() };
-    entry.finished = runner.run().then(
-      (result) => this.finish(batch.key, entry, result),
-      (error: unknown) => this.finish(batch.key, entry, { outcome: 'failed', reason: 'InternalError', message: String(error), progress: runner.progress() }),
-    );
+    entry.finished = runner
+      .run()
+      .catch((error: unknown): BatchResult => ({ outcome: 'failed', reason: 'InternalError', message: String(error), progress: runner.progress() }))
+      .then((result) => {
+        run.end?.(result);
+        return this.finish(batch.key, entry, result);
+      });
     this.running.set(batch.key, entry);
     return undefined;
   }

@@ -27,6 +27,8 @@ export interface TracingOptions {
   /** Spans go here synchronously (tests: InMemorySpanExporter). */
   exporter?: SpanExporter;
   version?: string;
+  /** service.name of the spans: 'facematch' (the service) or 'facematch-controller'. */
+  serviceName?: string;
 }
 
 export function setupTracing(o: TracingOptions): Tracing {
@@ -34,7 +36,7 @@ export function setupTracing(o: TracingOptions): Tracing {
   if (o.exporter) spanProcessors.push(new SimpleSpanProcessor(o.exporter));
   if (o.otlpEndpoint) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: o.otlpEndpoint })));
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'facematch', [ATTR_SERVICE_VERSION]: o.version ?? '0.0.0' }),
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: o.serviceName ?? 'facematch', [ATTR_SERVICE_VERSION]: o.version ?? '0.0.0' }),
     spanProcessors,
   });
   provider.register();
