@@ -40,6 +40,9 @@ describe('photo ids of a batch source', () => {
     expect(a).toBe(urlPhotoId('https://user:pw@cdn.example.com/e/1.jpg?X-Amz-Signature=bbb#f'));
     expect(a).toBe('cdn.example.com_2Fe_2F1.jpg');
     expect(urlPhotoId('s3://shoots/day1/a.jpg')).toBe(s3PhotoId('shoots', 'day1/a.jpg'));
+    // The key as the service reads it: not percent-encoded by URL parsing.
+    expect(urlPhotoId('s3://shoots/a 1.jpg')).toBe(s3PhotoId('shoots', 'a 1.jpg'));
+    expect(urlPhotoId('s3://shoots/é/ü.png')).toBe(s3PhotoId('shoots', 'é/ü.png'));
   });
 
   it('refuse a URL list where two URLs are one photo, naming both without their queries', () => {

@@ -56,6 +56,10 @@ export const s3PhotoId = (bucket: string, key: string): string => photoIdFor(`${
  * fragment); `s3://bucket/key` gets the id an s3 source gives the same object.
  */
 export function urlPhotoId(url: string): string {
+  // The service reads `s3://bucket/key` as written (composite.image-source.ts): the key is the raw
+  // text, which URL parsing would percent-encode ("a 1.jpg" -> "a%201.jpg").
+  const s3 = /^s3:\/\/([^/?#]+)\/(.+)$/i.exec(url);
+  if (s3) return s3PhotoId(s3[1]!, s3[2]!);
   let parsed: URL;
   try {
     parsed = new URL(url);
