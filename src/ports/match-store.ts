@@ -27,6 +27,11 @@ export interface MatchStore {
   getPhoto(photoId: string): Promise<{ photo: PhotoRecord; faces: FaceRecord[]; matches: MatchRecord[] } | undefined>;
   /** Each photo once, best similarity first. */
   photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]>;
+  /**
+   * Up to `limit` photos of the event whose id comes after `after` (all of them without it), in
+   * photo id order: byte order, which for ids (ASCII) is JavaScript's string order.
+   */
+  photosOfEvent(eventId: string, after: string | undefined, limit: number): Promise<PhotoRecord[]>;
   /** The facecam photos a user enrolled with. */
   samplesOfUser(userId: string): Promise<PhotoRecord[]>;
   /** Removes the photo, its faces and matches; returns the removed record. */

@@ -1,12 +1,13 @@
 /**
  * The use cases of facematch, one file each: process a photo (enrol a selfie or match an action
- * shot: process-photo.service.ts), list a user's photos, search by face, delete a photo, forget a
- * user. This facade builds them on one set of dependencies (ports only) and is what the transports
- * and the CLI call.
+ * shot: process-photo.service.ts), list a user's photos, list an event's photos, search by face,
+ * delete a photo, forget a user. This facade builds them on one set of dependencies (ports only)
+ * and is what the transports and the CLI call.
  */
 import type { UserPhoto } from '../ports/match-store.js';
 import { DeletePhotoService } from './delete-photo.service.js';
 import { ForgetUserService, type ForgetUserResult } from './forget-user.service.js';
+import { ListEventPhotosService, type EventPhotosPage } from './list-event-photos.service.js';
 import { ListUserPhotosService } from './list-user-photos.service.js';
 import { ProcessPhotoService, type ProcessPhotoRequest, type ProcessPhotoResult } from './process-photo.service.js';
 import { SearchFacesService } from './search-faces.service.js';
@@ -14,6 +15,7 @@ import { Tracing, type FaceMatch, type ServiceDeps } from './use-case.js';
 
 export type { ProcessPhotoRequest, ProcessPhotoResult } from './process-photo.service.js';
 export type { ForgetUserResult } from './forget-user.service.js';
+export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, checkPageToken, pageSize, type EventPhotosPage } from './list-event-photos.service.js';
 export { annotatedKey, type FaceMatch, type ProcessedFace, type ServiceDeps } from './use-case.js';
 
 export class MatchingService {
@@ -21,6 +23,7 @@ export class MatchingService {
   private readonly processing: ProcessPhotoService;
   private readonly searching: SearchFacesService;
   private readonly listing: ListUserPhotosService;
+  private readonly listingEvent: ListEventPhotosService;
   private readonly deleting: DeletePhotoService;
   private readonly forgetting: ForgetUserService;
 
@@ -31,6 +34,7 @@ export class MatchingService {
     this.processing = new ProcessPhotoService(d, t, this.threshold, now);
     this.searching = new SearchFacesService(d, t, this.threshold);
     this.listing = new ListUserPhotosService(d, t);
+    this.listingEvent = new ListEventPhotosService(d, t);
     this.deleting = new DeletePhotoService(d, t);
     this.forgetting = new ForgetUserService(d, t);
   }
@@ -46,6 +50,11 @@ export class MatchingService {
   /** Photos the user appears in, each once, best similarity first. */
   listUserPhotos(userId: string, eventId?: string): Promise<UserPhoto[]> {
     return this.listing.run(userId, eventId);
+  }
+
+  /** A page of the event's photos in photo id order, after `pageToken`; `pageSize` 0 means the default. */
+  listEventPhotos(eventId: string, pageSize: number, pageToken?: string): Promise<EventPhotosPage> {
+    return this.listingEvent.run(eventId, pageSize, pageToken);
   }
 
   /** The largest face of an image, searched among enrolled users or action-shot faces of an event. */

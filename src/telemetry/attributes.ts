@@ -5,6 +5,7 @@ export const SPAN = {
   processPhoto: 'facematch.process_photo',
   searchFaces: 'facematch.search_faces',
   listUserPhotos: 'facematch.list_user_photos',
+  listEventPhotos: 'facematch.list_event_photos',
   deletePhoto: 'facematch.delete_photo',
   forgetUser: 'facematch.forget_user',
 } as const;

@@ -24,6 +24,8 @@ import {
   type FacematchServiceService,
   ForgetUserRequest,
   ForgetUserResponse,
+  ListEventPhotosRequest,
+  ListEventPhotosResponse,
   ListUserPhotosRequest,
   ListUserPhotosResponse,
   type MessageFns,
@@ -36,7 +38,7 @@ import {
   photoKindToJSON,
   searchCollectionToJSON,
 } from '../gen/facematch/v1/facematch.js';
-import type { FaceMatch, MatchingService, ProcessPhotoResult } from '../services/matching.service.js';
+import { checkPageToken, pageSize, type FaceMatch, type MatchingService, type ProcessPhotoResult } from '../services/matching.service.js';
 import type { Logger } from '../telemetry/logger.js';
 import { httpStatus } from './http/http-status.js';
 import type { InFlightLimiter } from './in-flight.js';
@@ -177,6 +179,24 @@ export function rpcTable(d: RpcDeps): RpcTable {
       },
       async handle(r) {
         return { photos: await s.listUserPhotos(r.userId, r.eventId || undefined) };
+      },
+    },
+    listEventPhotos: {
+      name: 'ListEventPhotos',
+      request: ListEventPhotosRequest,
+      response: ListEventPhotosResponse,
+      limited: false,
+      validate(r) {
+        checkId('event_id', r.eventId);
+        pageSize(r.pageSize);
+        checkPageToken(r.pageToken);
+      },
+      async handle(r) {
+        const page = await s.listEventPhotos(r.eventId, r.pageSize, r.pageToken || undefined);
+        return {
+          photos: page.photos.map((p) => ({ photoId: p.photoId, sourceUrl: p.sourceUrl, kind: TO_WIRE[p.kind], userId: p.userId ?? '' })),
+          nextPageToken: page.next ?? '',
+        };
       },
     },
     searchFaces: {

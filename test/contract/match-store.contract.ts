@@ -245,6 +245,37 @@ export function matchStoreContract(name: string, make: () => Promise<MatchStoreU
       expect(await store().photosOfUser(fresh('user'))).toEqual([]);
     });
 
+    it('photosOfEvent pages through an event’s photos in byte order of their ids, and no other event’s', async () => {
+      const [event, other] = [fresh('event'), fresh('event')];
+      const user = fresh('user');
+      // Upper and lower case, '-', '.', '_': byte order differs from a locale's (en_US puts "a" before "B").
+      const ids = ['a_3', 'B', 'a-1', 'Z9', 'a.2', 'a', '0'].map((s) => `${ns}-${s}`);
+      const cam = { ...facecam(event, user), photoId: ids[1]! };
+      const photos = [cam, ...ids.filter((id) => id !== cam.photoId).map((photoId) => actionShot(event, { photoId }))];
+      for (const p of photos) await store().replacePhoto(p, facesOf(p, 1), []);
+      await stored(other, 1);
+      const byId = [...photos].sort((a, b) => (a.photoId < b.photoId ? -1 : 1));
+
+      expect(await store().photosOfEvent(event, undefined, 100)).toEqual(byId);
+      const pages: PhotoRecord[][] = [];
+      for (let after: string | undefined, page: PhotoRecord[]; (page = await store().photosOfEvent(event, after, 2)).length > 0; after = page.at(-1)!.photoId) {
+        pages.push(page);
+      }
+      expect(pages.map((p) => p.length)).toEqual([2, 2, 2, 1]);
+      expect(pages.flat()).toEqual(byId);
+      expect(pages.flat().find((p) => p.kind === 'FACECAM')).toEqual(cam);
+      // After any id, recorded or not: the photos that sort after it.
+      expect((await store().photosOfEvent(event, `${ns}-a-0`, 100)).map((p) => p.photoId)).toEqual([`${ns}-a-1`, `${ns}-a.2`, `${ns}-a_3`]);
+      expect(await store().photosOfEvent(event, byId.at(-1)!.photoId, 100)).toEqual([]);
+      expect(await store().photosOfEvent(fresh('event'), undefined, 100)).toEqual([]);
+
+      // A photo processed again into another event is listed there only; a deleted one nowhere.
+      await store().replacePhoto({ ...byId[0]!, eventId: other }, [], []);
+      await store().deletePhoto(byId[1]!.photoId);
+      expect((await store().photosOfEvent(event, undefined, 100)).map((p) => p.photoId)).toEqual(byId.slice(2).map((p) => p.photoId));
+      expect((await store().photosOfEvent(other, undefined, 100)).map((p) => p.photoId)).toContain(byId[0]!.photoId);
+    });
+
     it('samplesOfUser lists the user’s facecams only', async () => {
       const event = fresh('event');
       const [user, other] = [fresh('user'), fresh('user')];

@@ -195,13 +195,14 @@ describe('embedded database', () => {
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'facematch', version: '0003_forgotten_users' },
+      { scope: 'facematch', version: '0004_photos_event_order' },
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
     ]);
     await stores.close();
 
     const again = await openStores(dir);
-    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 5 }]);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 6 }]);
     const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
     await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
     await wrong.close();
@@ -426,6 +427,7 @@ describe('embedded database', () => {
       { scope: 'facematch', version: '0001_photos_faces_matches' },
       { scope: 'facematch', version: '0002_match_offers' },
       { scope: 'facematch', version: '0003_forgotten_users' },
+      { scope: 'facematch', version: '0004_photos_event_order' },
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
     ]);

@@ -147,6 +147,7 @@ describe('facematch.v1 wire contract', () => {
       '/facematch.v1.FacematchService/SearchFaces',
       '/facematch.v1.FacematchService/DeletePhoto',
       '/facematch.v1.FacematchService/ForgetUser',
+      '/facematch.v1.FacematchService/ListEventPhotos',
     ]);
   });
 });

@@ -37,6 +37,10 @@ export class PgliteMatchStore implements MatchStore {
     return sql.photosOfUser(this.db, userId, eventId);
   }
 
+  photosOfEvent(eventId: string, after: string | undefined, limit: number): Promise<PhotoRecord[]> {
+    return sql.photosOfEvent(this.db, eventId, after, limit);
+  }
+
   samplesOfUser(userId: string): Promise<PhotoRecord[]> {
     return sql.samplesOfUser(this.db, userId);
   }

@@ -178,6 +178,10 @@ export class PostgresMatchStore implements MatchStore {
     return sql.photosOfUser(this.reads, userId, eventId);
   }
 
+  photosOfEvent(eventId: string, after: string | undefined, limit: number): Promise<PhotoRecord[]> {
+    return sql.photosOfEvent(this.reads, eventId, after, limit);
+  }
+
   samplesOfUser(userId: string): Promise<PhotoRecord[]> {
     return sql.samplesOfUser(this.reads, userId);
   }

@@ -157,6 +157,17 @@ export async function photosOfUser(q: Sql, userId: string, eventId?: string): Pr
   return rows.map((r) => ({ photoId: r.photo_id, eventId: r.event_id, similarity: r.similarity }));
 }
 
+/** See MatchStore.photosOfEvent; a range scan of photos_event_photo_idx (migration 0004). */
+export async function photosOfEvent(q: Sql, eventId: string, after: string | undefined, limit: number): Promise<PhotoRecord[]> {
+  const rows = await q.query<PhotoRow>(
+    `SELECT ${PHOTO_COLUMNS} FROM photos
+      WHERE event_id = $1 ${after === undefined ? '' : 'AND photo_id COLLATE "C" > $3'}
+      ORDER BY photo_id COLLATE "C" LIMIT $2`,
+    after === undefined ? [eventId, limit] : [eventId, limit, after],
+  );
+  return rows.map(toPhoto);
+}
+
 export async function samplesOfUser(q: Sql, userId: string): Promise<PhotoRecord[]> {
   const rows = await q.query<PhotoRow>(
     `SELECT ${PHOTO_COLUMNS} FROM photos WHERE user_id = $1 AND kind = 'FACECAM' ORDER BY processed_at, photo_id`,

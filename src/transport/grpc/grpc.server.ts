@@ -98,6 +98,7 @@ export function facematchHandlers(d: RpcDeps): FacematchServiceServer {
   return {
     processPhoto: unary(d, t.processPhoto),
     listUserPhotos: unary(d, t.listUserPhotos),
+    listEventPhotos: unary(d, t.listEventPhotos),
     searchFaces: unary(d, t.searchFaces),
     deletePhoto: unary(d, t.deletePhoto),
     forgetUser: unary(d, t.forgetUser),

@@ -4,6 +4,7 @@
  * same handlers with the same checks, bound, cancellation and error codes:
  *   POST   /v1/photos                    ProcessPhotoRequest                     → ProcessPhoto
  *   GET    /v1/users/{userId}/photos?eventId=                                    → ListUserPhotos
+ *   GET    /v1/events/{eventId}/photos?pageSize=&pageToken=                      → ListEventPhotos
  *   POST   /v1/faces:search              SearchFacesRequest                      → SearchFaces
  *   DELETE /v1/photos/{photoId}                                                  → DeletePhoto
  *   DELETE /v1/users/{userId}                                                    → ForgetUser
@@ -165,6 +166,20 @@ export function createHttpServer(d: HttpDeps): Server {
         GET: rpc(table.listUserPhotos, (r) => {
           const eventId = r.query.get('eventId') ?? r.query.get('event_id');
           return Promise.resolve({ userId: segment(r.params[0]!), ...(eventId !== null ? { eventId } : {}) });
+        }),
+      },
+    },
+    {
+      path: /^\/v1\/events\/([^/]*)\/photos$/,
+      methods: {
+        GET: rpc(table.listEventPhotos, (r) => {
+          const pageSize = r.query.get('pageSize') ?? r.query.get('page_size');
+          const pageToken = r.query.get('pageToken') ?? r.query.get('page_token');
+          return Promise.resolve({
+            eventId: segment(r.params[0]!),
+            ...(pageSize !== null ? { pageSize } : {}),
+            ...(pageToken !== null ? { pageToken } : {}),
+          });
         }),
       },
     },

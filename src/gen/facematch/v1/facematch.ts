@@ -339,6 +339,39 @@ export interface ForgetUserResponse {
   deletedObjects: number;
 }
 
+/** A page of an event's photos. */
+export interface ListEventPhotosRequest {
+  /** Required. */
+  eventId: string;
+  /** At most this many photos; 0 means 100. Over 1000 is refused with INVALID_ARGUMENT. */
+  pageSize: number;
+  /**
+   * Empty for the first page; else the previous page's next_page_token, or the photo_id of any
+   * photo listed before: the listing continues after it.
+   */
+  pageToken: string;
+}
+
+/** A page of an event's photos. */
+export interface ListEventPhotosResponse {
+  /** In photo_id order; empty for an event with no photos (or an unknown one). */
+  photos: EventPhoto[];
+  /** The page_token of the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** A photo recorded for an event, as it was last processed. */
+export interface EventPhoto {
+  /** The photo. */
+  photoId: string;
+  /** The image_url it was processed from. */
+  sourceUrl: string;
+  /** As processed. */
+  kind: PhotoKind;
+  /** The enrolled user of a FACECAM; empty for an ACTION_SHOT. */
+  userId: string;
+}
+
 function createBaseProcessPhotoRequest(): ProcessPhotoRequest {
   return { photoId: "", imageUrl: "", eventId: "", kind: 0, userId: "" };
 }
@@ -2352,6 +2385,337 @@ export const ForgetUserResponse: MessageFns<ForgetUserResponse> = {
   },
 };
 
+function createBaseListEventPhotosRequest(): ListEventPhotosRequest {
+  return { eventId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListEventPhotosRequest: MessageFns<ListEventPhotosRequest> = {
+  encode(message: ListEventPhotosRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.eventId !== "") {
+      writer.uint32(10).string(message.eventId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventPhotosRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventPhotosRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.eventId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventPhotosRequest {
+    return {
+      eventId: isSet(object.eventId)
+        ? globalThis.String(object.eventId)
+        : isSet(object.event_id)
+        ? globalThis.String(object.event_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListEventPhotosRequest): unknown {
+    const obj: any = {};
+    if (message.eventId !== "") {
+      obj.eventId = message.eventId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventPhotosRequest>): ListEventPhotosRequest {
+    return ListEventPhotosRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventPhotosRequest>): ListEventPhotosRequest {
+    const message = createBaseListEventPhotosRequest();
+    message.eventId = object.eventId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListEventPhotosResponse(): ListEventPhotosResponse {
+  return { photos: [], nextPageToken: "" };
+}
+
+export const ListEventPhotosResponse: MessageFns<ListEventPhotosResponse> = {
+  encode(message: ListEventPhotosResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.photos) {
+      EventPhoto.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventPhotosResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventPhotosResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.photos.push(EventPhoto.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventPhotosResponse {
+    return {
+      photos: globalThis.Array.isArray(object?.photos) ? object.photos.map((e: any) => EventPhoto.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListEventPhotosResponse): unknown {
+    const obj: any = {};
+    if (message.photos?.length) {
+      obj.photos = message.photos.map((e) => EventPhoto.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventPhotosResponse>): ListEventPhotosResponse {
+    return ListEventPhotosResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventPhotosResponse>): ListEventPhotosResponse {
+    const message = createBaseListEventPhotosResponse();
+    message.photos = object.photos?.map((e) => EventPhoto.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseEventPhoto(): EventPhoto {
+  return { photoId: "", sourceUrl: "", kind: 0, userId: "" };
+}
+
+export const EventPhoto: MessageFns<EventPhoto> = {
+  encode(message: EventPhoto, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.photoId !== "") {
+      writer.uint32(10).string(message.photoId);
+    }
+    if (message.sourceUrl !== "") {
+      writer.uint32(18).string(message.sourceUrl);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(24).int32(message.kind);
+    }
+    if (message.userId !== "") {
+      writer.uint32(34).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventPhoto {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventPhoto();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.photoId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceUrl = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EventPhoto {
+    return {
+      photoId: isSet(object.photoId)
+        ? globalThis.String(object.photoId)
+        : isSet(object.photo_id)
+        ? globalThis.String(object.photo_id)
+        : "",
+      sourceUrl: isSet(object.sourceUrl)
+        ? globalThis.String(object.sourceUrl)
+        : isSet(object.source_url)
+        ? globalThis.String(object.source_url)
+        : "",
+      kind: isSet(object.kind) ? photoKindFromJSON(object.kind) : 0,
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EventPhoto): unknown {
+    const obj: any = {};
+    if (message.photoId !== "") {
+      obj.photoId = message.photoId;
+    }
+    if (message.sourceUrl !== "") {
+      obj.sourceUrl = message.sourceUrl;
+    }
+    if (message.kind !== 0) {
+      obj.kind = photoKindToJSON(message.kind);
+    }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EventPhoto>): EventPhoto {
+    return EventPhoto.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EventPhoto>): EventPhoto {
+    const message = createBaseEventPhoto();
+    message.photoId = object.photoId ?? "";
+    message.sourceUrl = object.sourceUrl ?? "";
+    message.kind = object.kind ?? 0;
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
 /** Face detection, recognition and per-user photo lookup for event photos. */
 export type FacematchServiceService = typeof FacematchServiceService;
 export const FacematchServiceService = {
@@ -2426,6 +2790,23 @@ export const FacematchServiceService = {
     responseSerialize: (value: ForgetUserResponse): Buffer => Buffer.from(ForgetUserResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ForgetUserResponse => ForgetUserResponse.decode(value),
   },
+  /**
+   * Every photo recorded for an event, a page at a time, in photo_id order (bytewise), with what it
+   * was processed from: the way to process an event again (after a model pack change), facecams
+   * for their users. A photo recorded or deleted while the listing runs is listed or not, but
+   * every photo recorded throughout is listed exactly once.
+   */
+  listEventPhotos: {
+    path: "/facematch.v1.FacematchService/ListEventPhotos" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListEventPhotosRequest): Buffer =>
+      Buffer.from(ListEventPhotosRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListEventPhotosRequest => ListEventPhotosRequest.decode(value),
+    responseSerialize: (value: ListEventPhotosResponse): Buffer =>
+      Buffer.from(ListEventPhotosResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListEventPhotosResponse => ListEventPhotosResponse.decode(value),
+  },
 } as const;
 
 export interface FacematchServiceServer extends UntypedServiceImplementation {
@@ -2457,6 +2838,13 @@ export interface FacematchServiceServer extends UntypedServiceImplementation {
    * the stored objects of the user's facecams, in every event. Idempotent.
    */
   forgetUser: handleUnaryCall<ForgetUserRequest, ForgetUserResponse>;
+  /**
+   * Every photo recorded for an event, a page at a time, in photo_id order (bytewise), with what it
+   * was processed from: the way to process an event again (after a model pack change), facecams
+   * for their users. A photo recorded or deleted while the listing runs is listed or not, but
+   * every photo recorded throughout is listed exactly once.
+   */
+  listEventPhotos: handleUnaryCall<ListEventPhotosRequest, ListEventPhotosResponse>;
 }
 
 export interface FacematchServiceClient extends Client {
@@ -2557,6 +2945,27 @@ export interface FacematchServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ForgetUserResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Every photo recorded for an event, a page at a time, in photo_id order (bytewise), with what it
+   * was processed from: the way to process an event again (after a model pack change), facecams
+   * for their users. A photo recorded or deleted while the listing runs is listed or not, but
+   * every photo recorded throughout is listed exactly once.
+   */
+  listEventPhotos(
+    request: ListEventPhotosRequest,
+    callback: (error: ServiceError | null, response: ListEventPhotosResponse) => void,
+  ): ClientUnaryCall;
+  listEventPhotos(
+    request: ListEventPhotosRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListEventPhotosResponse) => void,
+  ): ClientUnaryCall;
+  listEventPhotos(
+    request: ListEventPhotosRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListEventPhotosResponse) => void,
   ): ClientUnaryCall;
 }
 
