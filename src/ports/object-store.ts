@@ -27,6 +27,29 @@ const MAX_KEY_BYTES = 1024;
 /** Leaves room for the temporary name within a file system's 255-byte name limit. */
 const MAX_SEGMENT_BYTES = 200;
 
+/**
+ * The keys get() reads: the photos a photographer uploaded (`s3://bucket/day 1/IMG 0001.jpg`,
+ * `été/photo.jpg`), which facematch did not name. Any UTF-8 key of at most 1024 bytes without
+ * control characters or a backslash, not absolute, with no empty, `.` or `..` segment (the local
+ * store maps segments to folders), no segment starting with `.` (its temporary files) and none
+ * longer than 255 bytes (a file name's limit). What facematch writes keeps checkObjectKey's rules.
+ */
+export function checkReadableKey(key: string): void {
+  const bad = (why: string): never => {
+    throw new InvalidArgumentError(`invalid object key ${JSON.stringify(key.slice(0, 200))}: ${why}`);
+  };
+  if (typeof key !== 'string' || key.length === 0) bad('empty');
+  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) bad(`longer than ${MAX_KEY_BYTES} bytes`);
+  if (/[\u0000-\u001f\u007f\\]/.test(key)) bad('control characters and backslashes are not allowed');
+  if (key.startsWith('/')) bad('absolute');
+  for (const segment of key.split('/')) {
+    if (segment.length === 0) bad('empty path segment');
+    if (segment === '.' || segment === '..') bad('relative path segment');
+    if (segment.startsWith('.')) bad('a segment may not start with "."');
+    if (Buffer.byteLength(segment, 'utf8') > 255) bad('a segment is longer than 255 bytes');
+  }
+}
+
 /** The keys every ObjectStore accepts (the local folder's rules; any S3 takes them too). */
 export function checkObjectKey(key: string): void {
   const bad = (why: string): never => {

@@ -73,3 +73,20 @@ describe('LocalObjectStore.init', () => {
     for (const [key, bytes] of Object.entries(objects)) expect(Buffer.from(await reopened.get(key))).toEqual(bytes);
   });
 });
+
+describe('LocalObjectStore.get', () => {
+  it("reads a photographer's key with spaces and accents, and refuses one that leaves the folder", async () => {
+    const root = path.join(await mkdtemp(path.join(tmpdir(), 'facematch-objects-')), 'bucket');
+    const store = new LocalObjectStore({ root, bucket: 'bucket' });
+    await store.init();
+    await mkdir(path.join(root, 'day 1'), { recursive: true });
+    await writeFile(path.join(root, 'day 1', 'IMG été 0001.jpg'), 'bytes');
+    expect(Buffer.from(await store.get('day 1/IMG été 0001.jpg')).toString()).toBe('bytes');
+    for (const key of ['../outside.jpg', 'day 1/../../x', '/etc/passwd', 'a//b', 'day 1/.tmp', 'a\\b', 'a\nb']) {
+      await expect(store.get(key), key).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+    // What facematch writes keeps the strict rules.
+    await expect(store.put('day 1/a.jpg', new Uint8Array([1]), 'image/jpeg')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await rm(path.dirname(root), { recursive: true, force: true });
+  });
+});

@@ -20,7 +20,7 @@ import {
   InvalidArgumentError,
   SourceNotFoundError,
 } from '../../domain/errors.js';
-import { checkObjectKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
+import { checkObjectKey, checkReadableKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
 
 export const DEFAULT_BUCKET = 'facematch';
 
@@ -91,7 +91,8 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async get(key: string, signal?: AbortSignal): Promise<Uint8Array> {
-    const file = this.file(key);
+    checkReadableKey(key);
+    const file = path.join(this.root, ...key.split('/'));
     try {
       return new Uint8Array(await readFile(file, signal ? { signal } : {}));
     } catch (error) {

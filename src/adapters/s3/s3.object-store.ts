@@ -22,7 +22,7 @@ import {
   InvalidArgumentError,
   SourceNotFoundError,
 } from '../../domain/errors.js';
-import { checkObjectKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
+import { checkObjectKey, checkReadableKey, type ObjectLocation, type ObjectStore } from '../../ports/object-store.js';
 
 /** The part of the minio client the store uses (a unit test hands it a fake). */
 export type S3Client = Pick<Client, 'bucketExists' | 'makeBucket' | 'putObject' | 'getObject' | 'statObject' | 'removeObject' | 'presignedGetObject'>;
@@ -106,7 +106,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async get(key: string, signal?: AbortSignal): Promise<Uint8Array> {
-    checkObjectKey(key);
+    checkReadableKey(key);
     return this.call(
       'get',
       async (deadline) => {
