@@ -26,6 +26,7 @@ import { serve } from './serve.js';
 
 const USAGE = `usage:
   facematch serve                                   gRPC + HTTP service (ports from FACEMATCH_GRPC_PORT / _HTTP_PORT)
+  facematch controller                              the PhotoBatch operator (KUBECONFIG or in-cluster; FACEMATCH_CONTROLLER_*)
   facematch enroll --user U [--event E] [--photo P] <file-or-url>
                                                     enrol a selfie; prints the action shots it matches
   facematch process --photo P [--event E] <file-or-url>
@@ -215,6 +216,19 @@ async function serveCommand(config: Config, log: Logger): Promise<void> {
   await serving.stop();
 }
 
+/** Runs until SIGTERM/SIGINT (exit 0) or a lost lease (exit 1: the supervisor starts a follower). */
+async function controllerCommand(config: Config, log: Logger): Promise<void> {
+  const { startController } = await import('./controller.js');
+  const controller = await startController(config, log);
+  log.info({ httpPort: controller.httpPort, identity: config.controller.lease.identity }, 'facematch controller started');
+  const signalled = new Promise<'signal'>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve('signal'));
+  });
+  const why = await Promise.race([signalled, controller.done]);
+  await controller.stop();
+  if (why === 'lost') process.exitCode = 1;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
   if (!command || command === '--help' || command === 'help') {
@@ -232,6 +246,8 @@ async function main(argv: string[]): Promise<void> {
       return models(args, config);
     case 'serve':
       return serveCommand(config, createLogger(config.logLevel));
+    case 'controller':
+      return controllerCommand(config, createLogger(config.logLevel));
     case 'enroll':
     case 'process':
     case 'photos':
