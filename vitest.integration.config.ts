@@ -52,6 +52,7 @@ const ORDER = [
   'e2e/matching.e2e.test.ts',
   'test/integration/cli.test.ts',
   'test/integration/concurrent-replicas.test.ts', // two service processes, the same ids at once
+  'test/integration/photobatch-controller.test.ts', // controllers + a service on kube-apiserver and the three stores
   'test/integration/ids.test.ts',
   'test/integration/service-faults.test.ts', // stops and restarts each server under a running service
 ];
