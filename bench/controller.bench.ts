@@ -132,21 +132,24 @@ async function main(): Promise<void> {
       FACEMATCH_HOST: '127.0.0.1',
       FACEMATCH_LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   const httpPort = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
+    // Its log (JSON lines on stderr) names the port it bound.
+    createInterface({ input: child.stderr }).on('line', (line) => {
       const m = /"httpPort":(\d+)/.exec(line);
       if (m) resolve(Number(m[1]));
     });
     child.once('exit', (code) => reject(new Error(`facematch controller exited with ${code}`)));
   });
+  console.error(`direct: ${PHOTOS} photos in ${directS.toFixed(1)} s; controller on :${httpPort}`);
   // Let it take the lease and list before the clock starts.
   const leading = Date.now() + 30_000;
   while ((await metric(httpPort, 'facematch_controller_leader')) !== 1 && Date.now() < leading) await new Promise((r) => setTimeout(r, 100));
   const before = await procStats(child.pid!);
   const writesBefore = await metric(httpPort, 'facematch_controller_status_writes_total');
   const name = `bench-${RUN}`;
+  console.error('controller leading; applying the PhotoBatch');
   const controllerStart = performance.now();
   await objects.createNamespacedCustomObject({
     group: 'facematch.io',
