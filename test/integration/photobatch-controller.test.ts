@@ -29,10 +29,9 @@ import { PhotoKind, SearchCollection, type ListEventPhotosResponse } from '../..
 import { MilvusClient } from '@zilliz/milvus2-sdk-node';
 import { photoIdFor } from '../../src/controller/photo-id.js';
 import { api, client, LOOPBACK_SERVICE, type Client } from '../../e2e/support.js';
+import { KUBECONFIG, KUBECTL, kubectl as makeKubectl, type Kubectl } from '../support/kubectl.js';
 import { GROUP_PEOPLE, GROUPS_DIR, identities, KNOWN_MISSES, MODELS_DIR, REPO } from '../support/shared.js';
 
-const KUBECTL = process.env.FACEMATCH_TEST_KUBECTL;
-const KUBECONFIG = process.env.FACEMATCH_TEST_KUBECONFIG;
 const REAL = Boolean(
   KUBECONFIG && KUBECTL && process.env.FACEMATCH_MILVUS_ADDRESS && process.env.FACEMATCH_POSTGRES_URL && process.env.FACEMATCH_S3_ENDPOINT,
 );
@@ -49,32 +48,9 @@ const CONCURRENCY = 2;
 const IN_GROUP = GROUP_PEOPLE;
 const GALLERY = [...new Set(Object.values(IN_GROUP).flat())].sort();
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-let cacheDir: string;
-
-function kubectl(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(KUBECTL as string, ['--kubeconfig', KUBECONFIG as string, '--cache-dir', cacheDir, ...args], { env: process.env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
-
-async function kubectlOk(args: string[], input?: string): Promise<string> {
-  const r = await kubectl(args, input);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+let k: Kubectl;
+const kubectl = (args: string[], input?: string): ReturnType<Kubectl['run']> => k.run(args, input);
+const kubectlOk = (args: string[], input?: string): Promise<string> => k.ok(args, input);
 
 interface Status {
   total?: number;
@@ -264,7 +240,7 @@ describe.runIf(REAL)('the PhotoBatch controller on kube-apiserver, driving the s
   const uploads: { key: string; file?: string; body?: Buffer }[] = [];
 
   beforeAll(async () => {
-    cacheDir = await mkdtemp(path.join(tmpdir(), 'facematch-kubectl-'));
+    k = await makeKubectl();
     dataDir = await mkdtemp(path.join(tmpdir(), 'facematch-pc-'));
     await kubectlOk(['apply', '-f', CRD]);
     await kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd/photobatches.facematch.io']);
@@ -310,7 +286,7 @@ describe.runIf(REAL)('the PhotoBatch controller on kube-apiserver, driving the s
 
   afterAll(async () => {
     for (const p of controllers) await stop(p);
-    if (cacheDir) {
+    if (k) {
       await kubectl(['delete', 'photobatches', '-n', NS, '-l', `facematch.io/test-run=${RUN}`, '--ignore-not-found']);
       await kubectl(['delete', 'lease', `lease-${RUN}`, '-n', NS, '--ignore-not-found']);
     }
@@ -323,7 +299,7 @@ describe.runIf(REAL)('the PhotoBatch controller on kube-apiserver, driving the s
         if (keys.length > 0) await minio.removeObjects(BUCKET, keys);
       }
     }
-    if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
+    if (k) await k.close();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   }, 120_000);
 

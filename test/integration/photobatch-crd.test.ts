@@ -11,15 +11,11 @@
  * namespace controller, so a deleted namespace would stay Terminating for good. The CRD stays
  * installed (others may use it; applying it again is a no-op).
  */
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KUBECONFIG, KUBECTL, kubectl as makeKubectl, type Kubectl } from '../support/kubectl.js';
 import { REPO } from '../support/shared.js';
 
-const KUBECTL = process.env.FACEMATCH_TEST_KUBECTL;
-const KUBECONFIG = process.env.FACEMATCH_TEST_KUBECONFIG;
 const REAL = Boolean(KUBECONFIG && KUBECTL);
 if (!REAL) console.warn('photobatch-crd.test.ts skipped: needs FACEMATCH_TEST_KUBECONFIG and FACEMATCH_TEST_KUBECTL (scripts/test-env up kube)');
 
@@ -28,27 +24,8 @@ const RUN = `pb${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toStr
 const NAMESPACE = 'default';
 const LABEL = `facematch.io/test-run=${RUN}`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** A fresh discovery cache: a kubectl that cached the API before the CRD existed would not know PhotoBatch. */
-let cacheDir: string;
-
-function kubectl(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(KUBECTL as string, ['--kubeconfig', KUBECONFIG as string, '--cache-dir', cacheDir, ...args], { env: process.env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
+let k: Kubectl;
+const kubectl = (args: string[], input?: string): ReturnType<Kubectl['run']> => k.run(args, input);
 
 /** A PhotoBatch manifest (JSON is YAML) in the test's namespace. */
 function photoBatch(name: string, spec: Record<string, unknown>): string {
@@ -59,7 +36,7 @@ const VALID = { eventId: `${RUN}-event`, source: { s3: { bucket: 'facematch-phot
 
 describe.skipIf(!REAL)('the PhotoBatch CRD on kube-apiserver', () => {
   beforeAll(async () => {
-    cacheDir = await mkdtemp(path.join(tmpdir(), 'facematch-kubectl-'));
+    k = await makeKubectl();
     const applied = await kubectl(['apply', '-f', CRD]);
     expect(applied.stderr).toBe('');
     expect(applied.stdout).toMatch(/customresourcedefinition\.apiextensions\.k8s\.io\/photobatches\.facematch\.io (created|configured|unchanged)/);
@@ -69,9 +46,9 @@ describe.skipIf(!REAL)('the PhotoBatch CRD on kube-apiserver', () => {
   });
 
   afterAll(async () => {
-    if (cacheDir) {
+    if (k) {
       await kubectl(['delete', 'photobatches', '-n', NAMESPACE, '-l', LABEL, '--ignore-not-found']);
-      await rm(cacheDir, { recursive: true, force: true });
+      await k.close();
     }
   });
 
