@@ -3,7 +3,7 @@
 import { loadConfig } from '../config/config.js';
 import { toFacematchError } from '../domain/errors.js';
 import { createLogger } from '../telemetry/logger.js';
-import { serve } from './serve.js';
+import { exitOnSignals, serve } from './serve.js';
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -16,13 +16,8 @@ try {
 }
 const log = createLogger(config.logLevel);
 try {
-  const serving = await serve(config, log);
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      log.info({ signal }, 'shutting down');
-      void serving.stop().then(() => process.exit(0));
-    });
-  }
+  // SIGTERM: the graceful shutdown of serve.ts (drain, refuse, grace, close), then exit 0.
+  exitOnSignals(await serve(config, log), log);
 } catch (error) {
   log.fatal({ err: toFacematchError(error) }, 'facematch could not start');
   process.exit(1);

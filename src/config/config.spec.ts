@@ -41,6 +41,8 @@ const BAD: Record<string, string[]> = {
   FACEMATCH_GRPC_PORT: ['65536'],
   FACEMATCH_HTTP_PORT: ['http'],
   FACEMATCH_MAX_IN_FLIGHT: ['0'],
+  FACEMATCH_SHUTDOWN_DRAIN_MS: ['-1', '5s', '600001'],
+  FACEMATCH_SHUTDOWN_GRACE_MS: ['-1', '2.5', '600001'],
   FACEMATCH_MAX_MESSAGE_BYTES: ['100'],
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ['jaeger:4318', 'grpc://jaeger:4317'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['not a url'],
@@ -132,6 +134,13 @@ describe('parseConfig', () => {
     expect(config.server.grpcPort).toBe(50051);
     expect(config.inference.device).toBe('cpu');
     expect(config.source.allow).toEqual([]);
+  });
+
+  it('shuts down within Kubernetes\' default 30 s grace by default, with time left to close the stores', () => {
+    const { shutdownDrainMs, shutdownGraceMs } = parseConfig({}).server;
+    // Envoy's health check (k8s/envoy/envoy.yaml) needs up to 2 x (2 s + 0.2 s jitter) to take a replica out.
+    expect(shutdownDrainMs).toBeGreaterThan(2 * 2200);
+    expect(shutdownDrainMs + shutdownGraceMs).toBeLessThanOrEqual(26_000);
   });
 
   it('a store selection without its settings is CONFIG_INVALID naming what is missing', () => {

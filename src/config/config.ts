@@ -120,6 +120,10 @@ const schema = z.object({
   FACEMATCH_HTTP_PORT: int(0).max(65535).default(8080),
   FACEMATCH_MAX_IN_FLIGHT: int(1).default(8),
   FACEMATCH_MAX_MESSAGE_BYTES: int(1024).default(4 * 1024 * 1024),
+  // Graceful shutdown (README, "Stopping"): 8 s + 18 s leaves 4 s of Kubernetes' 30 s
+  // terminationGracePeriodSeconds to close the stores and exit.
+  FACEMATCH_SHUTDOWN_DRAIN_MS: int(0).max(600_000).default(8_000),
+  FACEMATCH_SHUTDOWN_GRACE_MS: int(0).max(600_000).default(18_000),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
   // The PhotoBatch controller (`facematch controller`).
@@ -179,6 +183,13 @@ export interface ServerConfig {
   /** Requests being processed at once; beyond it, RESOURCE_EXHAUSTED instead of a queue. */
   maxInFlight: number;
   maxMessageBytes: number;
+  /**
+   * On SIGTERM: how long the replica keeps serving new calls after it reports NOT_SERVING (and
+   * /readyz 503), so that Envoy's health checks and the Kubernetes endpoints stop sending it any.
+   */
+  shutdownDrainMs: number;
+  /** After the drain: how long the calls in flight may take before they are cut (UNAVAILABLE). */
+  shutdownGraceMs: number;
 }
 
 /** The Milvus vector store (used when the vector store is Milvus). */
@@ -345,6 +356,8 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       httpPort: e.FACEMATCH_HTTP_PORT,
       maxInFlight: e.FACEMATCH_MAX_IN_FLIGHT,
       maxMessageBytes: e.FACEMATCH_MAX_MESSAGE_BYTES,
+      shutdownDrainMs: e.FACEMATCH_SHUTDOWN_DRAIN_MS,
+      shutdownGraceMs: e.FACEMATCH_SHUTDOWN_GRACE_MS,
     },
     stores: {
       vectorStore: e.FACEMATCH_VECTOR_STORE,

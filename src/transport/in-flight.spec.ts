@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { InFlightLimiter } from './in-flight.js';
+import { BackendUnavailableError } from '../domain/errors.js';
+import { CallTracker, InFlightLimiter } from './in-flight.js';
 
 const never = (): Promise<never> => new Promise<never>(() => undefined);
 
@@ -44,5 +45,54 @@ describe('InFlightLimiter', () => {
     const limiter = new InFlightLimiter(1);
     await expect(limiter.run(() => Promise.resolve(1), AbortSignal.abort())).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(limiter.inFlight).toBe(0);
+  });
+
+  it('rejects with the abort reason when it is a typed error (a replica shutting down), and frees the slot', async () => {
+    const limiter = new InFlightLimiter(1);
+    const controller = new AbortController();
+    const held = limiter.run(never, controller.signal);
+    controller.abort(new BackendUnavailableError('shutting down'));
+    await expect(held).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: 'shutting down' });
+    expect(limiter.inFlight).toBe(0);
+  });
+});
+
+describe('CallTracker', () => {
+  const closing = () => new BackendUnavailableError('this replica is shutting down');
+
+  it('admits calls until it refuses, then refuses every new one at once', () => {
+    const calls = new CallTracker();
+    const a = calls.admit();
+    calls.refuse(closing);
+    expect(() => calls.admit()).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE' }) as Error);
+    expect(calls.active).toBe(1);
+    calls.done(a);
+    expect(calls.active).toBe(0);
+  });
+
+  it('is idle once the calls admitted before have ended, each counted once', async () => {
+    const calls = new CallTracker();
+    await calls.idle();
+    const a = calls.admit();
+    const b = calls.admit();
+    let idle = false;
+    const waiting = calls.idle().then(() => (idle = true));
+    calls.done(a);
+    calls.done(a);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(idle).toBe(false);
+    calls.done(b);
+    await waiting;
+    expect(idle).toBe(true);
+  });
+
+  it('aborts the calls left with the reason given and says how many', () => {
+    const calls = new CallTracker();
+    const a = calls.admit();
+    const b = calls.admit();
+    calls.done(b);
+    expect(calls.abortAll(closing)).toBe(1);
+    expect(a.signal.reason).toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    expect(b.signal.aborted).toBe(false);
   });
 });

@@ -5,6 +5,13 @@
  * decode is INVALID_ARGUMENT (grpc-js itself would answer INTERNAL); a caller that cancels or whose
  * deadline passes aborts the call's signal. A caller's trace context (W3C `traceparent` in the
  * metadata) is the parent of the request's span.
+ *
+ * Shutdown (serve.ts): every call is admitted by the CallTracker. Once it refuses, a new call is
+ * answered UNAVAILABLE before its request is looked at; a call cut at the end of the grace period
+ * is answered UNAVAILABLE at once, without waiting for its work to notice. Both are sent before any
+ * response message, so grpc-js writes a trailers-only response (grpc-status in the one HEADERS
+ * frame, with END_STREAM), the form Envoy's retry policy acts on: ProcessPhoto is idempotent by
+ * photo id, so Envoy may run it again on another replica.
  */
 import { context, propagation, ROOT_CONTEXT, type TextMapGetter } from '@opentelemetry/api';
 import {
@@ -18,9 +25,10 @@ import {
 import { loadFileDescriptorSetFromBuffer } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { InvalidArgumentError, type FacematchError } from '../../domain/errors.js';
+import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
 import { FILE_DESCRIPTOR_SET } from '../../gen/facematch/v1/facematch.descriptor.js';
 import { FacematchServiceService, type FacematchServiceServer } from '../../gen/facematch/v1/facematch.js';
+import type { CallTracker } from '../in-flight.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { grpcStatus } from './grpc-status.js';
 
@@ -28,6 +36,8 @@ export const SERVICE_NAME = 'facematch.v1.FacematchService';
 
 export interface GrpcDeps extends RpcDeps {
   maxMessageBytes: number;
+  /** Admits each call; refuses new ones and cuts the ones left when the replica shuts down. */
+  calls: CallTracker;
 }
 
 /** What a request that did not decode becomes: the handler answers INVALID_ARGUMENT with the reason. */
@@ -66,13 +76,46 @@ const metadataGetter: TextMapGetter<Metadata> = {
   },
 };
 
-/** A method of the table as a unary handler: cancellation, the shared invoke, status and trailer. */
-function unary<Req, Res>(d: RpcDeps, m: Method<Req, Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+/** A typed error as the status the caller gets, with its stable code in the `facematch-error-code` trailer. */
+function serviceError(e: FacematchError): Partial<ServiceError> {
+  const metadata = new Metadata();
+  metadata.set('facematch-error-code', e.code);
+  return { code: grpcStatus(e.code), details: e.message, message: e.message, metadata };
+}
+
+/** A method of the table as a unary handler: admission, cancellation, the shared invoke, status and trailer. */
+function unary<Req, Res>(d: GrpcDeps, m: Method<Req, Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
-    const controller = new AbortController();
+    let controller: AbortController;
+    try {
+      controller = d.calls.admit();
+    } catch (error) {
+      // Shutting down: refused before any work, not logged one by one (serve.ts logs the phase).
+      const e = error as FacematchError;
+      d.metrics.observe(m.name, 'grpc', e.code, 0);
+      callback(serviceError(e));
+      return;
+    }
+    let answered = false;
+    const answer = (error: FacematchError | null, res?: Res): void => {
+      if (answered) return;
+      answered = true;
+      d.calls.done(controller);
+      if (error) callback(serviceError(error));
+      else callback(null, res);
+    };
     // Emitted when the client cancels or disconnects, and when the call's deadline passes.
     call.on('cancelled', () => controller.abort());
     if (call.cancelled) controller.abort();
+    // Cut by the shutdown (a FacematchError reason): answered now, whatever the work is doing.
+    controller.signal.addEventListener(
+      'abort',
+      () => {
+        const reason: unknown = controller.signal.reason;
+        if (reason instanceof FacematchError) answer(reason);
+      },
+      { once: true },
+    );
     const parse = (): Req => {
       const request: unknown = call.request;
       if (isMalformed(request)) throw new InvalidArgumentError(`the request is not a valid ${m.name}Request: ${shorten(request[MALFORMED])}`);
@@ -81,19 +124,13 @@ function unary<Req, Res>(d: RpcDeps, m: Method<Req, Res>): (call: ServerUnaryCal
     // From the caller's context only (ROOT, not whatever context this callback happens to run in).
     const parent = propagation.extract(ROOT_CONTEXT, call.metadata, metadataGetter);
     context.with(parent, () => invoke(d, m, parse, 'grpc', controller.signal)).then(
-      (res) => callback(null, res),
-      (error: unknown) => {
-        const e = error as FacematchError;
-        const metadata = new Metadata();
-        metadata.set('facematch-error-code', e.code);
-        const err: Partial<ServiceError> = { code: grpcStatus(e.code), details: e.message, message: e.message, metadata };
-        callback(err);
-      },
+      (res) => answer(null, res),
+      (error: unknown) => answer(error as FacematchError),
     );
   };
 }
 
-export function facematchHandlers(d: RpcDeps): FacematchServiceServer {
+export function facematchHandlers(d: GrpcDeps): FacematchServiceServer {
   const t = rpcTable(d);
   return {
     processPhoto: unary(d, t.processPhoto),

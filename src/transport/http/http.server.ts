@@ -15,13 +15,19 @@
  * A client that disconnects cancels its request as a gRPC caller's cancel or deadline does.
  * Errors: `{code, message}` with the status of http-status.ts; an unknown path 404, a known path
  * with another method 405 and an Allow header, a malformed percent-escape in a path 400, a body
- * over the size limit 413.
+ * over the size limit 413. A request over the in-flight bound gets 429 with `Retry-After: 1`.
+ *
+ * Shutdown (serve.ts): /readyz answers 503 from the first moment (the `ready` given says so); once
+ * the CallTracker refuses, a REST request gets 503 with `Retry-After: 1` and `Connection: close`
+ * (its next try opens a connection, which a Service sends to another pod), and one cut at the end
+ * of the grace period is answered the same way at once. /healthz stays 200: the process is alive.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { InvalidArgumentError } from '../../domain/errors.js';
+import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
 import { quote } from '../../domain/ids.js';
 import type { Logger } from '../../telemetry/logger.js';
+import type { CallTracker } from '../in-flight.js';
 import { requestFromJson, responseToJson } from '../proto-json.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { httpStatus } from './http-status.js';
@@ -36,6 +42,8 @@ export interface HttpDeps extends RpcDeps {
   log: Logger;
   /** Largest accepted request body. */
   maxBodyBytes: number;
+  /** Admits each REST call; refuses new ones and cuts the ones left when the replica shuts down. */
+  calls: CallTracker;
 }
 
 /** A refusal by the HTTP layer itself (no such route, wrong method, body too large). */
@@ -124,19 +132,53 @@ type Handler = (r: Request) => Promise<void>;
 export function createHttpServer(d: HttpDeps): Server {
   const table = rpcTable(d);
 
+  /** An error's answer: its status, and when to come back for a refusal that another try may not meet. */
+  const fail = (res: ServerResponse, e: FacematchError, refused = false): void => {
+    const status = httpStatus(e.code);
+    const headers: Record<string, string> = status === 429 || refused ? { 'retry-after': '1' } : {};
+    if (refused) headers.connection = 'close';
+    send(res, status, e.toJSON(), 'application/json', headers);
+  };
+
   /** A REST route onto an RPC: `request` builds the request's proto3 JSON form. */
   const rpc =
     <Req, Res>(m: Method<Req, Res>, request: (r: Request, body: () => Promise<unknown>) => Promise<unknown>): Handler =>
     async (r) => {
-      let body: Buffer | undefined;
-      if (r.req.method === 'POST') body = await readBody(r.req, d.maxBodyBytes);
-      const json = () => Promise.resolve(parseJson(body ?? Buffer.alloc(0)));
+      let call: AbortController;
       try {
-        const res = await invoke(d, m, async () => requestFromJson(m.request, await request(r, json)), 'http', r.signal);
-        send(r.res, 200, responseToJson(m.response, res));
+        call = d.calls.admit();
       } catch (error) {
-        const e = error as { code: Parameters<typeof httpStatus>[0]; toJSON(): unknown };
-        send(r.res, httpStatus(e.code), e.toJSON());
+        // Shutting down: refused before the body is read (serve.ts logs the phase, not each call).
+        const e = error as FacematchError;
+        d.metrics.observe(m.name, 'http', e.code, 0);
+        return fail(r.res, e, true);
+      }
+      const gone = () => call.abort();
+      if (r.signal.aborted) gone();
+      r.signal.addEventListener('abort', gone, { once: true });
+      // Cut by the shutdown (a FacematchError reason): answered now, whatever the work is doing.
+      const cut = new Promise<never>((_, reject) =>
+        call.signal.addEventListener('abort', () => {
+          const reason: unknown = call.signal.reason;
+          if (reason instanceof FacematchError) reject(reason);
+        }),
+      );
+      // Cut while its body is still being read: nobody races it yet.
+      cut.catch(() => undefined);
+      try {
+        let body: Buffer | undefined;
+        if (r.req.method === 'POST') body = await readBody(r.req, d.maxBodyBytes);
+        const json = () => Promise.resolve(parseJson(body ?? Buffer.alloc(0)));
+        try {
+          const res = await Promise.race([invoke(d, m, async () => requestFromJson(m.request, await request(r, json)), 'http', call.signal), cut]);
+          send(r.res, 200, responseToJson(m.response, res));
+        } catch (error) {
+          const e = error as FacematchError;
+          fail(r.res, e, e === call.signal.reason);
+        }
+      } finally {
+        r.signal.removeEventListener('abort', gone);
+        d.calls.done(call);
       }
     };
 
