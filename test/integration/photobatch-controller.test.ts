@@ -47,6 +47,8 @@ const CONCURRENCY = 2;
 
 const IN_GROUP = GROUP_PEOPLE;
 const GALLERY = [...new Set(Object.values(IN_GROUP).flat())].sort();
+/** The user id of an identity: the run's own, so no other test's user (the stores are shared and kept) is touched. */
+const userOf = (identity: string): string => `${RUN}-${identity}`;
 
 let k: Kubectl;
 const kubectl = (args: string[], input?: string): ReturnType<Kubectl['run']> => k.run(args, input);
@@ -198,7 +200,7 @@ async function startService(extra: NodeJS.ProcessEnv): Promise<Proc> {
 async function photosOfGallery(c: Client): Promise<Map<string, string[]>> {
   const found = new Map<string, string[]>();
   for (const user of GALLERY) {
-    const { photos } = await api(c).listUserPhotos({ userId: user, eventId: EVENT });
+    const { photos } = await api(c).listUserPhotos({ userId: userOf(user), eventId: EVENT });
     found.set(user, photos.map((p) => p.photoId).sort());
   }
   return found;
@@ -279,7 +281,7 @@ describe.runIf(REAL)('the PhotoBatch controller on kube-apiserver, driving the s
         imageUrl: `s3://${BUCKET}/${PREFIX.replace('batches/', 'gallery/')}${user}.jpg`,
         eventId: EVENT,
         kind: PhotoKind.PHOTO_KIND_FACECAM,
-        userId: user,
+        userId: userOf(user),
       });
     }
   }, 300_000);
@@ -326,7 +328,7 @@ describe.runIf(REAL)('the PhotoBatch controller on kube-apiserver, driving the s
     const matchedPhotos = new Set<string>();
     before = await photosOfGallery(c);
     // The CLI reads the same: one user is enough (each run loads the models, ~8 s).
-    expect(await photosCli('facerec_obama')).toEqual(before.get('facerec_obama'));
+    expect(await photosCli(userOf('facerec_obama'))).toEqual(before.get('facerec_obama'));
     for (const user of GALLERY) {
       const found = before.get(user)!;
       for (const id of found) matchedPhotos.add(id);
