@@ -9,12 +9,13 @@ import { availableParallelism } from 'node:os';
 import { trace } from '@opentelemetry/api';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config, type InferenceConfig } from '../config/config.js';
-import { type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
+import { BackendUnavailableError, type FacematchError, InvalidArgumentError, NoFaceError, toFacematchError } from '../domain/errors.js';
 import { cosine, type DetectedFace } from '../domain/face.js';
 import { redactUrl } from '../domain/redact.js';
 import { AddressPolicy } from '../adapters/image-source/address-policy.js';
 import { CompositeImageSource } from '../adapters/image-source/composite.image-source.js';
 import { HttpImageSource } from '../adapters/image-source/http.image-source.js';
+import { checkHealth } from '../adapters/grpc-client/health.client.js';
 import { annotate } from '../inference/annotate.js';
 import { FaceAnalyzer } from '../inference/face-analyzer.js';
 import { fetchModelPack } from '../inference/model-fetch.js';
@@ -23,6 +24,7 @@ import { TRACER_NAME } from '../telemetry/attributes.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createApp, type App } from './app.js';
 import { exitOnSignals, serve } from './serve.js';
+import { SERVICE_NAME } from '../transport/grpc/grpc.server.js';
 
 const USAGE = `usage:
   facematch serve                                   gRPC + HTTP service (ports from FACEMATCH_GRPC_PORT / _HTTP_PORT)
@@ -38,6 +40,9 @@ const USAGE = `usage:
   facematch compare <a> <b>                         cosine similarity of the largest faces
   facematch models fetch [--pack NAME] [--url URL]  download a pack's weights (zip), verify sha256
   facematch models verify [--pack NAME]             check a pack's weights against its sha256
+  facematch health [--address HOST:PORT] [--service NAME] [--timeout-ms N]
+                                                    gRPC health check (default 127.0.0.1:50051,
+                                                    facematch.v1.FacematchService, 5000 ms): exit 0 when SERVING
 configuration: FACEMATCH_* environment variables (see README)`;
 
 const r2 = (n: number): number => Math.round(n * 100) / 100;
@@ -143,6 +148,30 @@ async function models(args: string[], config: Config): Promise<void> {
   }
 }
 
+/**
+ * grpc.health.v1.Health/Check against a service or an Envoy in front of it (the `helm test` pod
+ * calls the chart's Service this way). Exit 0 and `{"address","service","status":"SERVING"}` when it
+ * serves; otherwise BACKEND_UNAVAILABLE on stderr, exit 1. Needs no configuration.
+ */
+async function health(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { address: { type: 'string' }, service: { type: 'string' }, 'timeout-ms': { type: 'string' } },
+    allowPositionals: true,
+  });
+  if (positionals.length > 0) throw new InvalidArgumentError(`health takes no positional argument (got "${positionals.join(' ')}")`);
+  const address = values.address ?? '127.0.0.1:50051';
+  if (!/^\S+:\d{1,5}$/.test(address)) throw new InvalidArgumentError(`--address must be host:port, got "${address}"`);
+  const service = values.service ?? SERVICE_NAME;
+  const timeoutMs = Number(values['timeout-ms'] ?? 5000);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
+    throw new InvalidArgumentError(`--timeout-ms must be an integer from 1 to 600000, got "${values['timeout-ms']}"`);
+  }
+  const status = await checkHealth(address, service, timeoutMs);
+  if (status !== 'SERVING') throw new BackendUnavailableError(`${address} says "${service}" is ${status}`);
+  print({ address, service, status });
+}
+
 async function withApp<T>(config: Config, log: Logger, fn: (app: App) => Promise<T>): Promise<T> {
   const app = await createApp(config, log, { tracer: trace.getTracer(TRACER_NAME), localFiles: true, inferenceWorkers: 1 });
   try {
@@ -236,6 +265,8 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  // Before the configuration is read: a health check needs none (the `helm test` pod sets nothing).
+  if (command === 'health') return health(args);
   const config = loadConfig();
   const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
   switch (command) {
