@@ -191,3 +191,16 @@ readOnlyRootFilesystem as the store allows (a value the user set there wins). Pa
 {{- define "facematch.storeContainerSecurity" -}}
 {{- toYaml (mergeOverwrite (dict "readOnlyRootFilesystem" .readOnly) (deepCopy .root.Values.storesSecurity.containerSecurityContext)) -}}
 {{- end -}}
+
+{{/*
+The `from` peers of a store's NetworkPolicy: the pods of the given components of this release, then
+storesNetworkPolicy.extraClients. Pass (dict "root" $ "components" (list "inference")).
+*/}}
+{{- define "facematch.storePeers" -}}
+{{- $peers := list -}}
+{{- range .components -}}
+{{- $labels := include "facematch.selectorLabels" (dict "root" $.root "component" .) | fromYaml -}}
+{{- $peers = append $peers (dict "podSelector" (dict "matchLabels" $labels)) -}}
+{{- end -}}
+{{- toYaml (concat $peers ($.root.Values.storesNetworkPolicy.extraClients | default list)) -}}
+{{- end -}}
