@@ -45,6 +45,7 @@ const ORDER = [
   'test/integration/stores.test.ts',
   'test/integration/photobatch-crd.test.ts', // kube-apiserver + kubectl (scripts/test-env up kube)
   'test/integration/leader-election.test.ts', // kube-apiserver: two electors on a Lease
+  'test/integration/deploy-manifests.test.ts', // kube-apiserver + kube-controller-manager + helm: every shipped manifest applied
   'test/integration/postgres.match-store.test.ts', // stops and restarts PostgreSQL
   'test/integration/s3.object-store.test.ts', // stops and restarts the S3 server
   'test/integration/s3.photo-source.test.ts',
