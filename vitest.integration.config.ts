@@ -55,6 +55,7 @@ const ORDER = [
   'test/integration/concurrent-replicas.test.ts', // two service processes, the same ids at once
   'test/integration/photobatch-controller.test.ts', // controllers + a service on kube-apiserver and the three stores
   'test/integration/ids.test.ts',
+  'test/integration/image.test.ts', // builds the container image and runs it in bubblewrap (scripts/build-image)
   'test/integration/envoy-config.test.ts', // a real envoy on k8s/envoy/envoy.yaml (scripts/test-env up envoy)
   'test/integration/envoy-failover.test.ts', // two service processes behind a real envoy: SIGKILL, SIGTERM, a full replica
   'test/integration/service-faults.test.ts', // stops and restarts each server under a running service
