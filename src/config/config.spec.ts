@@ -46,6 +46,19 @@ const BAD: Record<string, string[]> = {
   FACEMATCH_MAX_MESSAGE_BYTES: ['100'],
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ['jaeger:4318', 'grpc://jaeger:4317'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['not a url'],
+  OTEL_SDK_DISABLED: ['yes', '1'],
+  OTEL_SERVICE_NAME: ['x'.repeat(256)],
+  OTEL_RESOURCE_ATTRIBUTES: ['k8s.pod.name', '=pod', 'k8s.pod.name=%zz'],
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: ['http'],
+  OTEL_EXPORTER_OTLP_PROTOCOL: ['grpc/protobuf', 'HTTP/JSON'],
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: ['api-key'],
+  OTEL_EXPORTER_OTLP_HEADERS: ['authorization=Bearer%ZZ'],
+  OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: ['0', '10s'],
+  OTEL_EXPORTER_OTLP_TIMEOUT: ['-5'],
+  OTEL_TRACES_SAMPLER: ['jaeger_remote', 'parentbased_ratio'],
+  OTEL_TRACES_SAMPLER_ARG: ['1.5', 'half'],
+  FACEMATCH_TRACE_KEEP_FAILED: ['always'],
+  FACEMATCH_TRACE_SLOW_MS: ['-1', '5s'],
   FACEMATCH_LOG_LEVEL: ['verbose'],
   FACEMATCH_CONTROLLER_NAMESPACE: ['Photos', 'a_b'],
   FACEMATCH_CONTROLLER_SERVICE_ADDRESS: ['facematch:port'],
@@ -158,6 +171,78 @@ describe('parseConfig', () => {
     }).message;
     for (const name of ['FACEMATCH_POSTGRES_URL', 'FACEMATCH_S3_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) expect(message).toContain(name);
     expect(message).not.toMatch(/hunter2|wJalrXUtnFEMI|t0ken/);
+  });
+});
+
+describe('tracing configuration (the OTEL_* variables)', () => {
+  it('defaults: no export, parent-based always on, the tail rule on (failed, 5 s)', () => {
+    expect(parseConfig({}).tracing).toEqual({
+      disabled: false,
+      serviceName: undefined,
+      resourceAttributes: {},
+      export: undefined,
+      sampler: { name: 'parentbased_always_on', ratio: 1 },
+      keepFailed: true,
+      slowMs: 5000,
+    });
+  });
+
+  it('http/protobuf by default; the general endpoint gets /v1/traces over HTTP, stays as is over gRPC; the signal one is used as is', () => {
+    expect(parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318' }).tracing.export).toEqual({
+      endpoint: 'http://jaeger:4318/v1/traces',
+      protocol: 'http/protobuf',
+      headers: {},
+      timeoutMs: 10_000,
+    });
+    const grpc = parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4317', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+    expect(grpc.tracing.export).toMatchObject({ endpoint: 'http://jaeger:4317', protocol: 'grpc' });
+    expect(grpc.otlpTracesEndpoint).toBe('http://jaeger:4317');
+    const own = parseConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://ignored:4318',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://collector.example/custom/traces',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      OTEL_EXPORTER_OTLP_TIMEOUT: '3000',
+    });
+    expect(own.tracing.export).toMatchObject({ endpoint: 'https://collector.example/custom/traces', protocol: 'http/json', timeoutMs: 3000 });
+  });
+
+  it('headers and resource attributes: key=value lists, percent-decoded; the traces headers override the general ones per key', () => {
+    const config = parseConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc, x-tenant=photos',
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'x-tenant=traces',
+      OTEL_RESOURCE_ATTRIBUTES: 'k8s.pod.name=facematch-7d9f-x2,k8s.namespace.name=photos,deployment.environment.name=prod%2Ceu',
+      OTEL_SERVICE_NAME: 'facematch-eu',
+    });
+    expect(config.tracing.export?.headers).toEqual({ authorization: 'Bearer abc', 'x-tenant': 'traces' });
+    expect(config.tracing.resourceAttributes).toEqual({
+      'k8s.pod.name': 'facematch-7d9f-x2',
+      'k8s.namespace.name': 'photos',
+      'deployment.environment.name': 'prod,eu',
+    });
+    expect(config.tracing.serviceName).toBe('facematch-eu');
+  });
+
+  it('sampler and its ratio; OTEL_SDK_DISABLED=TRUE turns everything off, export included', () => {
+    expect(parseConfig({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' }).tracing.sampler).toEqual({
+      name: 'parentbased_traceidratio',
+      ratio: 0.1,
+    });
+    const off = parseConfig({ OTEL_SDK_DISABLED: 'TRUE', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318' });
+    expect(off.tracing.disabled).toBe(true);
+    expect(off.tracing.export).toBeUndefined();
+  });
+
+  it('never repeats a header in a message, nor in the printed config', () => {
+    const message = refusal({ OTEL_EXPORTER_OTLP_HEADERS: 'api-key=s3cr3t,broken' }).message;
+    expect(message).toContain('OTEL_EXPORTER_OTLP_HEADERS');
+    expect(message).not.toContain('s3cr3t');
+    const config = parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_EXPORTER_OTLP_HEADERS: 'api-key=s3cr3t' });
+    const printed = redactConfig(config);
+    expect(JSON.stringify(printed)).not.toContain('s3cr3t');
+    expect(printed.tracing.export?.headers).toEqual({ 'api-key': '[redacted]' });
+    expect(config.tracing.export?.headers).toEqual({ 'api-key': 's3cr3t' });
   });
 });
 

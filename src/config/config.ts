@@ -34,6 +34,42 @@ const urlOf = (protocols: RegExp, what: string, o: { bare?: boolean } = {}) =>
       return false;
     }
   }, what);
+/** OTEL_SDK_DISABLED's form: true or false, in any case (the specification's booleans). */
+const otelBool = z
+  .string()
+  .transform((v) => v.toLowerCase())
+  .pipe(z.enum(['true', 'false']))
+  .transform((v) => v === 'true');
+const otlpProtocol = z.enum(['http/protobuf', 'http/json', 'grpc']);
+/** The samplers of OTEL_TRACES_SAMPLER facematch builds (not jaeger_remote, xray). */
+export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+export type SamplerName = (typeof SAMPLERS)[number];
+/**
+ * `key1=value1,key2=value2` (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS): W3C Baggage's
+ * list form without properties, values percent-decoded.
+ */
+const keyValues = () =>
+  z.string().transform((value, ctx) => {
+    const out: Record<string, string> = {};
+    for (const raw of value.split(',')) {
+      const pair = raw.trim();
+      if (!pair) continue;
+      const at = pair.indexOf('=');
+      const key = at > 0 ? pair.slice(0, at).trim() : '';
+      let decoded: string | undefined;
+      try {
+        decoded = at > 0 ? decodeURIComponent(pair.slice(at + 1).trim()) : undefined;
+      } catch {
+        decoded = undefined;
+      }
+      if (!key || !/^[\x21-\x7e]+$/.test(key) || decoded === undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'each entry must be key=value (the value percent-encoded), comma-separated' });
+        return z.NEVER;
+      }
+      out[key] = decoded;
+    }
+    return out;
+  });
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 /** A host name or an IP address (no scheme, no port). */
 const host = z.string().refine((v) => isIP(v) !== 0 || HOSTNAME.test(v), 'a host name or an IP address, without a port');
@@ -124,8 +160,22 @@ const schema = z.object({
   // terminationGracePeriodSeconds to close the stores and exit.
   FACEMATCH_SHUTDOWN_DRAIN_MS: int(0).max(600_000).default(8_000),
   FACEMATCH_SHUTDOWN_GRACE_MS: int(0).max(600_000).default(18_000),
+  // OpenTelemetry (README, "Tracing"): the SDK's standard variables, read here and handed to it.
+  OTEL_SDK_DISABLED: otelBool.default('false'),
+  OTEL_SERVICE_NAME: z.string().max(255).optional(),
+  OTEL_RESOURCE_ATTRIBUTES: keyValues().default(''),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: urlOf(/^https?:$/, 'an http(s) URL').optional(),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol.optional(),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: keyValues().optional(),
+  OTEL_EXPORTER_OTLP_HEADERS: keyValues().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: int(1).max(600_000).optional(),
+  OTEL_EXPORTER_OTLP_TIMEOUT: int(1).max(600_000).default(10_000),
+  OTEL_TRACES_SAMPLER: z.enum(SAMPLERS).default('parentbased_always_on'),
+  OTEL_TRACES_SAMPLER_ARG: unit.optional(),
+  FACEMATCH_TRACE_KEEP_FAILED: bool.default('true'),
+  FACEMATCH_TRACE_SLOW_MS: int(0).default(5_000),
   // The PhotoBatch controller (`facematch controller`).
   KUBECONFIG: z.string().min(1).optional(),
   FACEMATCH_CONTROLLER_NAMESPACE: k8sName.default(''),
@@ -268,6 +318,36 @@ export interface ControllerConfig {
   callTimeoutMs: number;
 }
 
+/** OpenTelemetry tracing, from the standard OTEL_* variables (README, "Tracing"). */
+export interface TracingConfig {
+  /** OTEL_SDK_DISABLED: no tracer provider at all (no spans, no trace ids in the logs). */
+  disabled: boolean;
+  /** OTEL_SERVICE_NAME; undefined: facematch or facematch-controller. */
+  serviceName: string | undefined;
+  /** OTEL_RESOURCE_ATTRIBUTES (the chart sets k8s.pod.name and k8s.namespace.name). */
+  resourceAttributes: Record<string, string>;
+  /** Where spans go; undefined without an endpoint (spans are made, for the logs' trace ids, and dropped). */
+  export:
+    | {
+        /** The full URL: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces (HTTP) / as is (gRPC). */
+        endpoint: string;
+        protocol: 'http/protobuf' | 'http/json' | 'grpc';
+        /** Secret (redact when printing): OTEL_EXPORTER_OTLP_HEADERS, the TRACES_ ones overriding per key. */
+        headers: Record<string, string>;
+        timeoutMs: number;
+      }
+    | undefined;
+  /** OTEL_TRACES_SAMPLER and, for the ratio samplers, OTEL_TRACES_SAMPLER_ARG (default 1). */
+  sampler: { name: SamplerName; ratio: number };
+  /**
+   * The tail rule: a trace the head sampler did not keep is still exported when its local root span
+   * (the request's SERVER span, the controller's photo span) fails (FACEMATCH_TRACE_KEEP_FAILED) or
+   * lasts at least slowMs (FACEMATCH_TRACE_SLOW_MS; 0: not for slowness).
+   */
+  keepFailed: boolean;
+  slowMs: number;
+}
+
 export interface Config {
   inference: InferenceConfig;
   decode: DecodeConfig;
@@ -279,8 +359,12 @@ export interface Config {
   postgres: PostgresConfig | undefined;
   /** Set when FACEMATCH_S3_ENDPOINT is (required, with the keys, by FACEMATCH_OBJECT_STORE=s3). */
   s3: S3Config | undefined;
-  /** OTLP/HTTP traces URL (Jaeger: http://jaeger:4318/v1/traces); unset: no export. */
+  /**
+   * The traces endpoint the exporter sends to (OTLP/HTTP: http://jaeger:4318/v1/traces; gRPC:
+   * http://jaeger:4317); unset: no export. The same as tracing.export?.endpoint.
+   */
   otlpTracesEndpoint: string | undefined;
+  tracing: TracingConfig;
   controller: ControllerConfig;
   logLevel: z.infer<typeof schema>['FACEMATCH_LOG_LEVEL'];
 }
@@ -294,6 +378,8 @@ const SECRET = new Set([
   'FACEMATCH_MILVUS_TOKEN',
   'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
   'OTEL_EXPORTER_OTLP_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+  'OTEL_EXPORTER_OTLP_HEADERS',
 ]);
 
 /** The variables the schema reads (the README's configuration table lists each). */
@@ -329,6 +415,32 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       'invalid configuration: FACEMATCH_CONTROLLER_RETRY_PERIOD_MS < FACEMATCH_CONTROLLER_RENEW_DEADLINE_MS < FACEMATCH_CONTROLLER_LEASE_DURATION_MS must hold',
     );
   }
+  const protocol = e.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? e.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
+  // The specification: the signal's own endpoint is used as is; the general one gets /v1/traces over HTTP.
+  const endpoint =
+    e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+    (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined
+      ? undefined
+      : protocol === 'grpc'
+        ? e.OTEL_EXPORTER_OTLP_ENDPOINT
+        : `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces`);
+  const tracing: TracingConfig = {
+    disabled: e.OTEL_SDK_DISABLED,
+    serviceName: e.OTEL_SERVICE_NAME,
+    resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES,
+    export:
+      endpoint === undefined || e.OTEL_SDK_DISABLED
+        ? undefined
+        : {
+            endpoint,
+            protocol,
+            headers: { ...e.OTEL_EXPORTER_OTLP_HEADERS, ...e.OTEL_EXPORTER_OTLP_TRACES_HEADERS },
+            timeoutMs: e.OTEL_EXPORTER_OTLP_TRACES_TIMEOUT ?? e.OTEL_EXPORTER_OTLP_TIMEOUT,
+          },
+    sampler: { name: e.OTEL_TRACES_SAMPLER, ratio: e.OTEL_TRACES_SAMPLER_ARG ?? 1 },
+    keepFailed: e.FACEMATCH_TRACE_KEEP_FAILED,
+    slowMs: e.FACEMATCH_TRACE_SLOW_MS,
+  };
   return {
     inference: {
       modelPack: e.FACEMATCH_MODEL_PACK,
@@ -392,9 +504,8 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       searchEf: e.FACEMATCH_MILVUS_SEARCH_EF,
       timeoutMs: e.FACEMATCH_MILVUS_TIMEOUT_MS,
     },
-    otlpTracesEndpoint:
-      e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
-      (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined),
+    otlpTracesEndpoint: tracing.export?.endpoint,
+    tracing,
     controller: {
       kubeconfig: e.KUBECONFIG,
       namespace: e.FACEMATCH_CONTROLLER_NAMESPACE || undefined,
@@ -441,6 +552,14 @@ export function redactConfig(config: Config): Config {
     postgres: config.postgres && { ...config.postgres, url: redactUrl(config.postgres.url) },
     s3: config.s3 && { ...config.s3, secretKey: REDACTED },
     otlpTracesEndpoint: config.otlpTracesEndpoint && redactUrl(config.otlpTracesEndpoint),
+    tracing: {
+      ...config.tracing,
+      export: config.tracing.export && {
+        ...config.tracing.export,
+        endpoint: redactUrl(config.tracing.export.endpoint),
+        headers: Object.fromEntries(Object.keys(config.tracing.export.headers).map((k) => [k, REDACTED])),
+      },
+    },
   };
 }
 
