@@ -1,0 +1,178 @@
+import { Writable } from 'node:stream';
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../config/config.js';
+import { ATTR, stageSpan } from './attributes.js';
+import { createLogger } from './logger.js';
+import { setupTracing, type Tracing } from './tracing.js';
+
+const open: Tracing[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((t) => t.shutdown()));
+});
+
+function traced(env: Record<string, string>, o: Parameters<typeof setupTracing>[0] = {}): { tracing: Tracing; spans: InMemorySpanExporter } {
+  const spans = new InMemorySpanExporter();
+  const tracing = setupTracing({ config: parseConfig(env).tracing, exporter: spans, version: '1.2.3', ...o });
+  open.push(tracing);
+  return { tracing, spans };
+}
+
+/** A request: a root span with `stages` children, failing or lasting as told. */
+async function request(tracing: Tracing, o: { fail?: boolean; ms?: number; parent?: string } = {}): Promise<string> {
+  const parent = o.parent ? propagation.extract(ROOT_CONTEXT, { traceparent: o.parent }) : ROOT_CONTEXT;
+  return tracing.tracer.startActiveSpan('request', { kind: SpanKind.SERVER }, parent, async (root: Span) => {
+    for (const stage of ['fetch', 'detect'] as const) tracing.tracer.startSpan(stageSpan(stage)).end();
+    if (o.ms) await new Promise((r) => setTimeout(r, o.ms));
+    if (o.fail) root.setStatus({ code: SpanStatusCode.ERROR, message: 'boom' });
+    root.end();
+    return root.spanContext().traceId;
+  });
+}
+
+const traceIds = (spans: InMemorySpanExporter): Set<string> => new Set(spans.getFinishedSpans().map((s) => s.spanContext().traceId));
+
+describe('resource', () => {
+  it('service name and version, an instance id, the pod from OTEL_RESOURCE_ATTRIBUTES, the model pack and the provider once known', async () => {
+    let provider!: (p: string) => void;
+    const { tracing, spans } = traced(
+      { OTEL_RESOURCE_ATTRIBUTES: 'k8s.pod.name=facematch-abc,k8s.namespace.name=photos' },
+      { resource: { [ATTR.modelPack]: 'buffalo_l', [ATTR.provider]: new Promise<string>((r) => (provider = r)) } },
+    );
+    provider('cpu');
+    await tracing.resource?.waitForAsyncAttributes?.();
+    await request(tracing);
+    const r = spans.getFinishedSpans()[0]!.resource.attributes;
+    expect(r).toMatchObject({
+      'service.name': 'facematch',
+      'service.version': '1.2.3',
+      'k8s.pod.name': 'facematch-abc',
+      'k8s.namespace.name': 'photos',
+      'facematch.model_pack': 'buffalo_l',
+      'facematch.provider': 'cpu',
+    });
+    expect(r['service.instance.id']).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('service.name: OTEL_SERVICE_NAME, else one in OTEL_RESOURCE_ATTRIBUTES, else the default', async () => {
+    const name = async (env: Record<string, string>): Promise<unknown> => {
+      const { tracing, spans } = traced(env, { serviceName: 'facematch-controller' });
+      await request(tracing);
+      return spans.getFinishedSpans()[0]!.resource.attributes['service.name'];
+    };
+    expect(await name({ OTEL_SERVICE_NAME: 'facematch-eu', OTEL_RESOURCE_ATTRIBUTES: 'service.name=other' })).toBe('facematch-eu');
+    expect(await name({ OTEL_RESOURCE_ATTRIBUTES: 'service.name=other' })).toBe('other');
+    expect(await name({})).toBe('facematch-controller');
+  });
+
+  it('OTEL_SDK_DISABLED: no spans, no ids', async () => {
+    const { tracing, spans } = traced({ OTEL_SDK_DISABLED: 'true' });
+    await request(tracing, { fail: true });
+    expect(spans.getFinishedSpans()).toHaveLength(0);
+    tracing.tracer.startActiveSpan('x', (s) => {
+      expect(s.isRecording()).toBe(false);
+      s.end();
+    });
+  });
+});
+
+describe('sampling', () => {
+  const sampledParent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  const unsampledParent = '00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00';
+  const headOnly = { FACEMATCH_TRACE_KEEP_FAILED: 'false', FACEMATCH_TRACE_SLOW_MS: '0' };
+
+  it('parentbased_traceidratio 0: a root is not kept, a caller that sampled is followed, one that did not is too', async () => {
+    const { tracing, spans } = traced({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0', ...headOnly });
+    await request(tracing);
+    await request(tracing, { parent: unsampledParent });
+    expect(spans.getFinishedSpans()).toHaveLength(0);
+    const id = await request(tracing, { parent: sampledParent });
+    expect([...traceIds(spans)]).toEqual([id]);
+    expect(spans.getFinishedSpans()).toHaveLength(3);
+  });
+
+  it('traceidratio 0.5 keeps about half of the roots', async () => {
+    const { tracing, spans } = traced({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5', ...headOnly });
+    for (let i = 0; i < 400; i++) await request(tracing);
+    const kept = traceIds(spans).size;
+    expect(kept).toBeGreaterThan(140);
+    expect(kept).toBeLessThan(260);
+  });
+
+  it('the tail rule keeps a failed or slow request the head sampler dropped, whole, and drops the rest', async () => {
+    const { tracing, spans } = traced({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0', FACEMATCH_TRACE_SLOW_MS: '60' });
+    await request(tracing);
+    await request(tracing, { ms: 5 });
+    expect(spans.getFinishedSpans()).toHaveLength(0);
+    const failed = await request(tracing, { fail: true });
+    const slow = await request(tracing, { ms: 80 });
+    // Under a caller that did not sample: its part is missing, this process's is there.
+    const remote = await request(tracing, { parent: unsampledParent, fail: true });
+    expect(traceIds(spans)).toEqual(new Set([failed, slow, remote]));
+    const roots = spans.getFinishedSpans().filter((s) => s.name === 'request');
+    expect(Object.fromEntries(roots.map((r) => [r.spanContext().traceId, r.attributes[ATTR.keptBy]]))).toEqual({
+      [failed]: 'failed',
+      [slow]: 'slow',
+      [remote]: 'failed',
+    });
+    // Whole: the root and its two stage spans, parented as they were.
+    for (const id of [failed, slow]) {
+      const trace = spans.getFinishedSpans().filter((s) => s.spanContext().traceId === id);
+      const root = trace.find((s) => s.name === 'request')!;
+      expect(trace.map((s) => s.name).sort()).toEqual(['facematch.stage.detect', 'facematch.stage.fetch', 'request']);
+      for (const s of trace.filter((x) => x !== root)) expect(s.parentSpanContext?.spanId).toBe(root.spanContext().spanId);
+    }
+    expect(tracing.tail).toMatchObject({ keptFailed: 2, keptSlow: 1, dropped: 2 });
+  });
+
+  it('a failure on a child span is enough to keep the trace', () => {
+    const { tracing, spans } = traced({ OTEL_TRACES_SAMPLER: 'always_off' });
+    const id = tracing.tracer.startActiveSpan('request', (root) => {
+      tracing.tracer.startActiveSpan(stageSpan('fetch'), (s) => {
+        s.setStatus({ code: SpanStatusCode.ERROR });
+        s.end();
+      });
+      root.end();
+      return root.spanContext().traceId;
+    });
+    expect([...traceIds(spans)]).toEqual([id]);
+  });
+
+  it('holds a bounded number of traces and spans while their roots run', () => {
+    const { tracing, spans } = traced({ OTEL_TRACES_SAMPLER: 'always_off' }, { tail: { maxTraces: 3, maxSpansPerTrace: 2 } });
+    const roots = Array.from({ length: 5 }, () => tracing.tracer.startSpan('request'));
+    for (const root of roots) {
+      for (let i = 0; i < 4; i++) tracing.tracer.startSpan('child', {}, trace.setSpan(ROOT_CONTEXT, root)).end();
+    }
+    expect(tracing.tail).toMatchObject({ evicted: 2, overflowSpans: 5 * 2 });
+    for (const root of roots) {
+      root.setStatus({ code: SpanStatusCode.ERROR });
+      root.end();
+    }
+    // The two evicted traces come back as their root alone; the other three with two children each.
+    expect(spans.getFinishedSpans()).toHaveLength(5 + 3 * 2);
+  });
+});
+
+describe('logs', () => {
+  it('every line logged inside a span carries its trace and span ids', () => {
+    const { tracing } = traced({});
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    });
+    const log = createLogger('info', sink);
+    log.info('outside');
+    const ids = tracing.tracer.startActiveSpan('request', (span) => {
+      log.warn({ code: 'IMAGE_UNSUPPORTED' }, 'request refused');
+      span.end();
+      return span.spanContext();
+    });
+    expect(lines[0]).not.toHaveProperty('trace_id');
+    expect(lines[1]).toMatchObject({ trace_id: ids.traceId, span_id: ids.spanId, trace_flags: '01', code: 'IMAGE_UNSUPPORTED' });
+  });
+});
