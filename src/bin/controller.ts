@@ -11,7 +11,7 @@
  * long (a restart helps), /readyz when the leader has not listed yet, /metrics.
  */
 import type { Server } from 'node:http';
-import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Config } from '../config/config.js';
@@ -28,6 +28,7 @@ import { UrlListSource } from '../controller/url-source.js';
 import { WorkQueue } from '../controller/work-queue.js';
 import type { PhotoOutcome, PhotoProcessor, PhotoRequest } from '../ports/photo-processor.js';
 import type { PhotoSource } from '../ports/photo-source.js';
+import { ATTR, CONTROLLER_SPAN, CONTROLLER_TRACER_NAME, DEFAULT_SERVICE_NAME } from '../telemetry/attributes.js';
 import type { Logger } from '../telemetry/logger.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { createProbeServer } from '../transport/http/probe.server.js';
@@ -42,7 +43,7 @@ export interface RunningController {
   stop(): Promise<void>;
 }
 
-class ControllerMetrics {
+export class ControllerMetrics {
   readonly registry = new Registry();
   readonly processed = new Counter({
     name: 'facematch_controller_photos_processed_total',
@@ -90,39 +91,64 @@ class ControllerMetrics {
   }
 }
 
-/** Each batch run is one span; each photo call a child of it (the gRPC client span nests below). */
-function instrumented(batch: PhotoBatch, processor: PhotoProcessor, metrics: ControllerMetrics): { processor: PhotoProcessor; end(result: BatchResult): void } {
-  const tracer = trace.getTracer('facematch-controller');
-  const span: Span = tracer.startSpan(`PhotoBatch ${batch.key}`, {
-    kind: SpanKind.INTERNAL,
-    attributes: { 'facematch.batch': batch.key, 'facematch.batch.uid': batch.uid, 'facematch.event_id': batch.spec.eventId },
-  });
-  const parent = trace.setSpan(context.active(), span);
+/**
+ * Traces of a batch run: ONE TRACE PER PHOTO. Each photo's span (facematch.controller.photo) is the
+ * root of a trace of its own, with a span link to the run's span (facematch.controller.batch, a
+ * trace of its own too, ended with the run's counts) and the batch's attributes, so Jaeger shows
+ * each photo as one readable trace: the controller's span, the gRPC CLIENT span, Envoy's, and the
+ * service's SERVER span, use case and stages below (traceparent travels in the call's metadata).
+ */
+export function tracedProcessor(
+  batch: PhotoBatch,
+  processor: PhotoProcessor,
+  o: { tracer: Tracer; metrics?: ControllerMetrics },
+): { processor: PhotoProcessor; end(result: BatchResult): void } {
+  const { tracer, metrics } = o;
+  const [namespace = '', name = batch.key] = batch.key.includes('/') ? batch.key.split('/', 2) : ['', batch.key];
+  const batchAttributes = {
+    [ATTR.batch]: batch.key,
+    [ATTR.batchNamespace]: namespace,
+    [ATTR.batchName]: name,
+    [ATTR.batchUid]: batch.uid,
+    [ATTR.eventId]: batch.spec.eventId,
+  };
+  const run: Span = tracer.startSpan(CONTROLLER_SPAN.batch, { kind: SpanKind.INTERNAL, attributes: batchAttributes, root: true });
+  const link = { context: run.spanContext() };
   return {
     processor: {
       process: (request: PhotoRequest, signal: AbortSignal): Promise<PhotoOutcome> =>
-        tracer.startActiveSpan('photo', { attributes: { 'facematch.photo_id': request.photoId } }, parent, async (child) => {
-          try {
-            const outcome = await processor.process(request, signal);
-            metrics.processed.inc({ batch: batch.key });
-            child.setAttributes({ 'facematch.faces': outcome.faces, 'facematch.matched': outcome.matched });
-            return outcome;
-          } catch (error) {
-            const code = (error as { code?: string }).code ?? 'INTERNAL';
-            metrics.failed.inc({ batch: batch.key, code });
-            child.setAttribute('facematch.error_code', code);
-            child.setStatus({ code: SpanStatusCode.ERROR, message: String(code) });
-            throw error;
-          } finally {
-            child.end();
-          }
-        }),
+        tracer.startActiveSpan(
+          CONTROLLER_SPAN.photo,
+          {
+            root: true,
+            kind: SpanKind.INTERNAL,
+            links: [link],
+            attributes: { ...batchAttributes, [ATTR.photoId]: request.photoId, [ATTR.eventId]: request.eventId, [ATTR.kind]: request.kind },
+          },
+          async (photo) => {
+            try {
+              const outcome = await processor.process(request, signal);
+              metrics?.processed.inc({ batch: batch.key });
+              photo.setAttributes({ [ATTR.faces]: outcome.faces, [ATTR.matches]: outcome.matched });
+              return outcome;
+            } catch (error) {
+              const code = (error as { code?: string }).code ?? 'INTERNAL';
+              metrics?.failed.inc({ batch: batch.key, code });
+              photo.setAttribute(ATTR.errorCode, code);
+              photo.recordException(error instanceof Error ? error : { name: code, message: String(error) });
+              photo.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${error instanceof Error ? error.message : String(error)}` });
+              throw error;
+            } finally {
+              photo.end();
+            }
+          },
+        ),
     },
     end(result) {
       const p = result.progress;
-      span.setAttributes({ 'facematch.outcome': result.outcome, 'facematch.processed': p.processed, 'facematch.matched': p.matched, 'facematch.failed': p.failed });
-      if (result.outcome === 'failed') span.setStatus({ code: SpanStatusCode.ERROR, message: result.reason });
-      span.end();
+      run.setAttributes({ [ATTR.batchOutcome]: result.outcome, [ATTR.processed]: p.processed, [ATTR.matched]: p.matched, [ATTR.failed]: p.failed });
+      if (result.outcome === 'failed') run.setStatus({ code: SpanStatusCode.ERROR, message: result.reason });
+      run.end();
     },
   };
 }
@@ -130,9 +156,10 @@ function instrumented(batch: PhotoBatch, processor: PhotoProcessor, metrics: Con
 export async function startController(config: Config, log: Logger): Promise<RunningController> {
   const c = config.controller;
   const tracing = setupTracing({
-    ...(config.otlpTracesEndpoint ? { otlpEndpoint: config.otlpTracesEndpoint } : {}),
+    config: config.tracing,
     version: VERSION,
-    serviceName: 'facematch-controller',
+    serviceName: DEFAULT_SERVICE_NAME.controller,
+    tracerName: CONTROLLER_TRACER_NAME,
   });
   const kubeConfig = new KubeConfig();
   if (c.kubeconfig) kubeConfig.loadFromFile(c.kubeconfig);
@@ -178,7 +205,11 @@ export async function startController(config: Config, log: Logger): Promise<Runn
     store: counted,
     sourceFor,
     processorFor: (batch) =>
-      instrumented(batch, GrpcPhotoProcessor.forAddress(clients, batch.spec.serviceAddress ?? c.serviceAddress, { deadlineMs: c.callTimeoutMs }), metrics),
+      tracedProcessor(
+        batch,
+        GrpcPhotoProcessor.forAddress(clients, batch.spec.serviceAddress ?? c.serviceAddress, { deadlineMs: c.callTimeoutMs, tracer: tracing.tracer }),
+        { tracer: tracing.tracer, metrics },
+      ),
     requeue: (key) => queue.addRateLimited(key),
     progressIntervalMs: c.statusIntervalMs,
   });

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Config } from '../config/config.js';
 import { BackendUnavailableError } from '../domain/errors.js';
+import { ATTR, DEFAULT_SERVICE_NAME } from '../telemetry/attributes.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import type { Logger } from '../telemetry/logger.js';
 import { startGrpcServer, SERVICE_NAME } from '../transport/grpc/grpc.server.js';
@@ -36,16 +37,30 @@ export interface Serving {
 const FLUSH_MS = 250;
 
 export async function serve(config: Config, log: Logger, o: { exporter?: SpanExporter } = {}): Promise<Serving> {
+  // The execution provider is known once the models loaded (CUDA may fall back to the CPU): the
+  // resource waits for it before the first export.
+  let provider!: (p: 'cpu' | 'cuda' | undefined) => void;
   const tracing = setupTracing({
-    ...(config.otlpTracesEndpoint ? { otlpEndpoint: config.otlpTracesEndpoint } : {}),
+    config: config.tracing,
     ...(o.exporter ? { exporter: o.exporter } : {}),
     version: VERSION,
+    serviceName: DEFAULT_SERVICE_NAME.service,
+    resource: { [ATTR.modelPack]: config.inference.modelPack, [ATTR.provider]: new Promise((resolve) => (provider = resolve)) },
   });
-  const app = await createApp(config, log, { tracer: tracing.tracer });
+  let app: App;
+  try {
+    app = await createApp(config, log, { tracer: tracing.tracer });
+  } catch (error) {
+    provider(undefined);
+    await tracing.shutdown();
+    throw error;
+  }
+  provider(app.analyzer.provider);
+  await tracing.resource?.waitForAsyncAttributes?.();
   const limiter = new InFlightLimiter(config.server.maxInFlight);
   const calls = new CallTracker();
   const metrics = new Metrics(limiter);
-  const deps = { service: app.service, limiter, calls, metrics, log };
+  const deps = { service: app.service, limiter, calls, metrics, log, tracer: tracing.tracer };
   let stopping: Promise<void> | undefined;
   const grpc = await startGrpcServer({ ...deps, maxMessageBytes: config.server.maxMessageBytes }, config.server.host, config.server.grpcPort);
   const http = createHttpServer({
@@ -57,7 +72,16 @@ export async function serve(config: Config, log: Logger, o: { exporter?: SpanExp
   const httpPort = await listen(http, config.server.host, config.server.httpPort);
   grpc.health.setStatus('', 'SERVING');
   grpc.health.setStatus(SERVICE_NAME, 'SERVING');
-  log.info({ grpcPort: grpc.port, httpPort, pack: app.analyzer.pack.name, threshold: app.service.matchThreshold }, 'facematch serving');
+  log.info(
+    {
+      grpcPort: grpc.port,
+      httpPort,
+      pack: app.analyzer.pack.name,
+      threshold: app.service.matchThreshold,
+      tracing: config.tracing.disabled ? 'disabled' : (config.tracing.export?.protocol ?? 'not exported'),
+    },
+    'facematch serving',
+  );
 
   const run = async (drainMs: number): Promise<void> => {
     const graceMs = config.server.shutdownGraceMs;

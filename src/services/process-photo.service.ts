@@ -73,11 +73,13 @@ export class ProcessPhotoService {
     return this.t.inSpan(SPAN.processPhoto, { [ATTR.photoId]: photoId, [ATTR.eventId]: eventId, [ATTR.kind]: req.kind }, async (span) => {
       const t0 = performance.now();
       const times: StageTimes = { total: 0 };
-      const ctx: StageContext = { times, ...(req.signal ? { signal: req.signal } : {}) };
+      // Every stage span says whose photo it is.
+      const ids = { [ATTR.photoId]: photoId, [ATTR.eventId]: eventId };
+      const ctx: StageContext = { times, attributes: ids, ...(req.signal ? { signal: req.signal } : {}) };
       const bytes = await this.t.stage('fetch', ctx, () => this.d.images.read(req.imageUrl, req.signal));
       span.setAttribute(ATTR.imageBytes, bytes.length);
       const analysis = await this.d.model.analyze(bytes, redactUrl(req.imageUrl), { keepPicture: true, ...(req.signal ? { signal: req.signal } : {}) });
-      this.t.modelStages(analysis.stages, times);
+      this.t.modelStages(analysis.stages, times, { ...ids, [ATTR.faces]: analysis.faces.length });
       span.setAttribute(ATTR.faces, analysis.faces.length);
       // The write phase runs under the photo's lock (and the enrolling user's): two requests for
       // the same photo (an Envoy retry or hedge, on two replicas) write one after the other, and the
@@ -86,7 +88,7 @@ export class ProcessPhotoService {
       const result = await this.d.locks.withLocks(
         keys,
         async (held) => {
-          const locked: StageContext = { times, signal: req.signal ? AbortSignal.any([req.signal, held.lost]) : held.lost };
+          const locked: StageContext = { times, attributes: ids, signal: req.signal ? AbortSignal.any([req.signal, held.lost]) : held.lost };
           if (locked.signal?.aborted) throw new CancelledError('the request was cancelled while it waited for its photo');
           // What the photo had before (its annotated key may change with its event).
           const previous = await this.d.matches.getPhoto(photoId);
@@ -128,15 +130,24 @@ export class ProcessPhotoService {
     const { photoId, eventId } = photo;
     const faces = analysis.faces.map((f, i) => faceRecord(photoId, i, f));
     // The faces are stored before the samples are searched (see the header: concurrent enrolments).
-    await this.t.stage('store', ctx, () =>
-      this.replaceVectors(
-        photoId,
-        'action_faces',
-        analysis.faces.map((f, i) => ({ id: faces[i]!.faceId, eventId, photoId, embedding: f.embedding })),
-      ),
+    await this.t.stage(
+      'store',
+      ctx,
+      () =>
+        this.replaceVectors(
+          photoId,
+          'action_faces',
+          analysis.faces.map((f, i) => ({ id: faces[i]!.faceId, eventId, photoId, embedding: f.embedding })),
+        ),
+      () => ({ [ATTR.faces]: faces.length }),
     );
     // Each face is assigned to its best user only.
-    const found = await this.t.stage('search', ctx, () => this.searchEach('user_samples', eventId, analysis.faces.map((f) => f.embedding), 1));
+    const found = await this.t.stage(
+      'search',
+      ctx,
+      () => this.searchEach('user_samples', eventId, analysis.faces.map((f) => f.embedding), 1),
+      (hits) => ({ [ATTR.faces]: hits.length, [ATTR.matches]: hits.filter((h) => h[0]?.userId).length }),
+    );
     const best = found.map((hits) => hits[0]);
     const annotated = await this.drawAndUpload(
       photo,
@@ -148,7 +159,12 @@ export class ProcessPhotoService {
     const matches: MatchRecord[] = best.flatMap((hit, i) =>
       hit?.userId ? [{ photoId, faceId: faces[i]!.faceId, userId: hit.userId, eventId, similarity: hit.similarity, matchedAt: now }] : [],
     );
-    await this.t.stage('record', ctx, () => this.d.matches.replacePhoto(photo, faces, matches));
+    await this.t.stage(
+      'record',
+      ctx,
+      () => this.d.matches.replacePhoto(photo, faces, matches),
+      () => ({ [ATTR.faces]: faces.length, [ATTR.matches]: matches.length }),
+    );
     return {
       photoId,
       eventId,
@@ -185,11 +201,19 @@ export class ProcessPhotoService {
     const drawn = this.drawAndUpload(photo, analysis.picture ?? bytes, [{ ...record, highlight: true, label: userId }], ctx);
     let stored = false;
     const searched = (async () => {
-      await this.t.stage('store', ctx, () =>
-        this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
+      await this.t.stage(
+        'store',
+        ctx,
+        () => this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
+        () => ({ [ATTR.faces]: 1 }),
       );
       stored = true;
-      return this.t.stage('search', ctx, () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS));
+      return this.t.stage(
+        'search',
+        ctx,
+        () => this.search('action_faces', eventId, face.embedding, MAX_SELFIE_HITS),
+        (hits) => ({ [ATTR.matches]: hits.length }),
+      );
     })();
     let hits: VectorHit[];
     let annotated: ObjectLocation;
@@ -198,13 +222,18 @@ export class ProcessPhotoService {
     try {
       [hits, annotated] = await settled(searched, drawn);
       const now = this.now();
-      written = await this.t.stage('record', ctx, async () => {
-        await this.d.matches.replacePhoto(photo, [record], []);
-        recorded = true;
-        return this.d.matches.offerMatches(
-          hits.map((h) => ({ photoId: h.photoId, faceId: h.id, userId, eventId, similarity: h.similarity, matchedAt: now })),
-        );
-      });
+      written = await this.t.stage(
+        'record',
+        ctx,
+        async () => {
+          await this.d.matches.replacePhoto(photo, [record], []);
+          recorded = true;
+          return this.d.matches.offerMatches(
+            hits.map((h) => ({ photoId: h.photoId, faceId: h.id, userId, eventId, similarity: h.similarity, matchedAt: now })),
+          );
+        },
+        (made) => ({ [ATTR.faces]: 1, [ATTR.matches]: made.length }),
+      );
     } catch (error) {
       // Compensation: a first enrolment that failed after its sample was stored and before it was
       // recorded takes the sample back, or later action shots would match a user the match store

@@ -26,15 +26,21 @@ export class SearchFacesService {
     const eventId = eventIdIn ? checkId('event_id', eventIdIn) : DEFAULT_EVENT;
     const n = Math.min(Math.max(1, limit || 10), MAX_SEARCH_LIMIT);
     return this.t.inSpan(SPAN.searchFaces, { [ATTR.eventId]: eventId }, async () => {
-      const ctx: StageContext = { times: { total: 0 }, ...(signal ? { signal } : {}) };
+      const ids = { [ATTR.eventId]: eventId };
+      const ctx: StageContext = { times: { total: 0 }, attributes: ids, ...(signal ? { signal } : {}) };
       const bytes = await this.t.stage('fetch', ctx, () => this.d.images.read(imageUrl, signal));
       const analysis = await this.d.model.analyze(bytes, redactUrl(imageUrl), signal ? { signal } : {});
-      this.t.modelStages(analysis.stages);
+      this.t.modelStages(analysis.stages, undefined, { ...ids, [ATTR.faces]: analysis.faces.length });
       const face = analysis.faces[0];
       if (!face) throw new NoFaceError(`no face found in ${redactUrl(imageUrl)}`);
       const collection: Collection = target === 'users' ? 'user_samples' : 'action_faces';
       // Users may have several samples: ask for more and keep each user's best.
-      const hits = await this.t.stage('search', ctx, () => this.d.vectors.search(collection, { eventId, embedding: face.embedding, limit: target === 'users' ? n * 5 : n, minSimilarity: this.threshold }));
+      const hits = await this.t.stage(
+        'search',
+        ctx,
+        () => this.d.vectors.search(collection, { eventId, embedding: face.embedding, limit: target === 'users' ? n * 5 : n, minSimilarity: this.threshold }),
+        (found) => ({ [ATTR.matches]: found.length }),
+      );
       const seen = new Set<string>();
       const out: FaceMatch[] = [];
       for (const h of hits) {

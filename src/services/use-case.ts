@@ -3,8 +3,8 @@
  * stage (names in telemetry/attributes.ts), cancellation checked between stages, and the wire-free
  * shapes of its answers.
  */
-import { context, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
-import { CancelledError } from '../domain/errors.js';
+import { context, SpanStatusCode, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
+import { CancelledError, toFacematchError } from '../domain/errors.js';
 import type { DetectedFace, Stage, StageSpan, StageTimes } from '../domain/face.js';
 import type { FaceModel, Annotator } from '../ports/face-model.js';
 import type { ImageSource } from '../ports/image-source.js';
@@ -12,7 +12,7 @@ import type { KeyedLocks } from '../ports/locks.js';
 import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
 import type { VectorStore } from '../ports/vector-store.js';
-import { stageSpan } from '../telemetry/attributes.js';
+import { ATTR, stageSpan } from '../telemetry/attributes.js';
 
 export interface ServiceDeps {
   model: FaceModel;
@@ -47,6 +47,8 @@ export interface StageContext {
   times: StageTimes;
   /** Aborted when the caller goes away or its deadline passes: work stops at the next stage. */
   signal?: AbortSignal;
+  /** On every stage span: the photo id and event id, where the use case has them. */
+  attributes?: Attributes;
 }
 
 export const annotatedKey = (eventId: string, photoId: string): string => `annotated/${eventId}/${photoId}.jpg`;
@@ -68,14 +70,19 @@ export class Tracing {
     });
   }
 
-  /** Runs one stage in its span and adds its time; refuses to start it once the request is cancelled. */
-  async stage<T>(stage: Stage, ctx: StageContext, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one stage in its span and adds its time; refuses to start it once the request is cancelled.
+   * The span gets ctx.attributes, and `counts(result)` (face and match counts) when it succeeds.
+   */
+  async stage<T>(stage: Stage, ctx: StageContext, fn: () => Promise<T>, counts?: (result: T) => Attributes): Promise<T> {
     if (ctx.signal?.aborted) throw new CancelledError(`the request was cancelled before its ${stage} stage`);
     const { times } = ctx;
     const t0 = performance.now();
-    const span = this.tracer.startSpan(stageSpan(stage), undefined, context.active());
+    const span = this.tracer.startSpan(stageSpan(stage), ctx.attributes ? { attributes: ctx.attributes } : undefined, context.active());
     try {
-      return await fn();
+      const result = await fn();
+      if (counts) span.setAttributes(counts(result));
+      return result;
     } catch (error) {
       throw failed(span, error);
     } finally {
@@ -84,17 +91,21 @@ export class Tracing {
     }
   }
 
-  /** Stages that already ran inside the model, recorded with their real start and end (and timed). */
-  modelStages(spans: readonly StageSpan[], times?: StageTimes): void {
+  /**
+   * Stages that already ran inside the model, recorded with their real start and end (and timed),
+   * with `attributes` (ids, and the faces found: detect, align and embed saw them all).
+   */
+  modelStages(spans: readonly StageSpan[], times?: StageTimes, attributes?: Attributes): void {
     for (const s of spans) {
-      this.tracer.startSpan(stageSpan(s.stage), { startTime: s.start }, context.active()).end(s.end);
+      this.tracer.startSpan(stageSpan(s.stage), { startTime: s.start, ...(attributes ? { attributes } : {}) }, context.active()).end(s.end);
       if (times) times[s.stage] = (times[s.stage] ?? 0) + s.end - s.start;
     }
   }
 }
 
-/** Records `error` on `span` (an exception event, status ERROR) and returns it to rethrow. */
+/** Records `error` on `span` (an exception event, status ERROR, its stable code) and returns it to rethrow. */
 function failed(span: Span, error: unknown): unknown {
+  span.setAttribute(ATTR.errorCode, toFacematchError(error).code);
   span.recordException(error as Error);
   span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error).message });
   return error;

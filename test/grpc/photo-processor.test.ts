@@ -157,6 +157,13 @@ describe('trace context', () => {
     return found[0]!;
   };
 
+  /** The service's SERVER span: the parent of the use case's span. */
+  const serverSpanOf = (useCase: ReadableSpan): ReadableSpan => {
+    const found = spans.getFinishedSpans().find((s) => s.spanContext().spanId === useCase.parentSpanContext?.spanId);
+    expect(found, 'the SERVER span above the use case').toBeDefined();
+    return found!;
+  };
+
   it("makes the service's ProcessPhoto span a child of a CLIENT span under the caller's span", async () => {
     const tracer = trace.getTracer('photo-batch-test');
     const batchSpan = await tracer.startActiveSpan('photo-batch', async (span) => {
@@ -177,7 +184,10 @@ describe('trace context', () => {
     });
     expect(client.parentSpanContext?.spanId).toBe(batchSpan.spanContext().spanId);
     expect(server.spanContext().traceId).toBe(batchSpan.spanContext().traceId);
-    expect(server.parentSpanContext?.spanId).toBe(client.spanContext().spanId);
+    // The use case runs under the service's SERVER span, whose parent is the CLIENT span.
+    const rpcServer = serverSpanOf(server);
+    expect(rpcServer.kind).toBe(SpanKind.SERVER);
+    expect(rpcServer.parentSpanContext?.spanId).toBe(client.spanContext().spanId);
   });
 
   it('marks the CLIENT span of a failed call with the error code', async () => {
@@ -202,6 +212,6 @@ describe('trace context', () => {
     });
     const server = named(SPAN.processPhoto, 'untraced');
     expect(server.spanContext().traceId).not.toBe(outer.spanContext().traceId);
-    expect(server.parentSpanContext).toBeUndefined();
+    expect(serverSpanOf(server).parentSpanContext).toBeUndefined();
   });
 });

@@ -4,7 +4,9 @@
  * (with the stable error code in the `facematch-error-code` trailer). A request that does not
  * decode is INVALID_ARGUMENT (grpc-js itself would answer INTERNAL); a caller that cancels or whose
  * deadline passes aborts the call's signal. A caller's trace context (W3C `traceparent` in the
- * metadata) is the parent of the request's span.
+ * metadata) is the parent of the request's span: a SERVER span `facematch.v1.FacematchService/<Method>`
+ * with the RPC semantic conventions' attributes (rpc.system, rpc.service, rpc.method,
+ * rpc.grpc.status_code: the status the caller got) and the failure's code (telemetry/spans.ts).
  *
  * Shutdown (serve.ts): every call is admitted by the CallTracker. Once it refuses, a new call is
  * answered UNAVAILABLE before its request is looked at; a call cut at the end of the grace period
@@ -13,7 +15,7 @@
  * frame, with END_STREAM), the form Envoy's retry policy acts on: ProcessPhoto is idempotent by
  * photo id, so Envoy may run it again on another replica.
  */
-import { context, propagation, ROOT_CONTEXT, type TextMapGetter } from '@opentelemetry/api';
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Span, type TextMapGetter, type Tracer } from '@opentelemetry/api';
 import {
   Metadata,
   Server,
@@ -26,18 +28,33 @@ import { loadFileDescriptorSetFromBuffer } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
+import { RPC_ATTR, RPC_SERVICE, rpcSpan, TRACER_NAME } from '../../telemetry/attributes.js';
+import { recordFailure } from '../../telemetry/spans.js';
 import { FILE_DESCRIPTOR_SET } from '../../gen/facematch/v1/facematch.descriptor.js';
 import { FacematchServiceService, type FacematchServiceServer } from '../../gen/facematch/v1/facematch.js';
 import type { CallTracker } from '../in-flight.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
 import { grpcStatus } from './grpc-status.js';
 
-export const SERVICE_NAME = 'facematch.v1.FacematchService';
+export const SERVICE_NAME = RPC_SERVICE;
 
 export interface GrpcDeps extends RpcDeps {
   maxMessageBytes: number;
   /** Admits each call; refuses new ones and cuts the ones left when the replica shuts down. */
   calls: CallTracker;
+  /** The SERVER spans' tracer; default: the global provider's `facematch` tracer. */
+  tracer?: Tracer;
+}
+
+/** The gRPC codes the RPC semantic conventions count as the server's fault on a SERVER span. */
+const SERVER_FAULTS = new Set([2, 4, 12, 13, 14, 15]);
+
+/** Ends a call's SERVER span with the status its caller got. */
+function endServerSpan(span: Span, error: FacematchError | null): void {
+  const code = error ? grpcStatus(error.code) : 0;
+  span.setAttribute(RPC_ATTR.grpcStatusCode, code);
+  if (error) recordFailure(span, error, SERVER_FAULTS.has(code), error);
+  span.end();
 }
 
 /** What a request that did not decode becomes: the handler answers INVALID_ARGUMENT with the reason. */
@@ -96,10 +113,18 @@ function unary<Req, Res>(d: GrpcDeps, m: Method<Req, Res>): (call: ServerUnaryCa
       callback(serviceError(e));
       return;
     }
+    // From the caller's context only (ROOT, not whatever context this callback happens to run in).
+    const parent = propagation.extract(ROOT_CONTEXT, call.metadata, metadataGetter);
+    const span = (d.tracer ?? trace.getTracer(TRACER_NAME)).startSpan(
+      rpcSpan(m.name),
+      { kind: SpanKind.SERVER, attributes: { [RPC_ATTR.system]: 'grpc', [RPC_ATTR.service]: RPC_SERVICE, [RPC_ATTR.method]: m.name } },
+      parent,
+    );
     let answered = false;
     const answer = (error: FacematchError | null, res?: Res): void => {
       if (answered) return;
       answered = true;
+      endServerSpan(span, error);
       d.calls.done(controller);
       if (error) callback(serviceError(error));
       else callback(null, res);
@@ -121,9 +146,7 @@ function unary<Req, Res>(d: GrpcDeps, m: Method<Req, Res>): (call: ServerUnaryCa
       if (isMalformed(request)) throw new InvalidArgumentError(`the request is not a valid ${m.name}Request: ${shorten(request[MALFORMED])}`);
       return request as Req;
     };
-    // From the caller's context only (ROOT, not whatever context this callback happens to run in).
-    const parent = propagation.extract(ROOT_CONTEXT, call.metadata, metadataGetter);
-    context.with(parent, () => invoke(d, m, parse, 'grpc', controller.signal)).then(
+    context.with(trace.setSpan(parent, span), () => invoke(d, m, parse, 'grpc', controller.signal)).then(
       (res) => answer(null, res),
       (error: unknown) => answer(error as FacematchError),
     );

@@ -17,6 +17,12 @@
  * with another method 405 and an Allow header, a malformed percent-escape in a path 400, a body
  * over the size limit 413. A request over the in-flight bound gets 429 with `Retry-After: 1`.
  *
+ * Tracing: each REST call is a SERVER span `<METHOD> <route>` (`POST /v1/photos`) with the HTTP
+ * semantic conventions' attributes (http.request.method, http.route, url.path, url.scheme,
+ * http.response.status_code, user_agent.original) and the failure's code (telemetry/spans.ts); a W3C
+ * `traceparent` (and `tracestate`, `baggage`) header makes it the caller's child. The probes and
+ * /metrics are not traced.
+ *
  * Shutdown (serve.ts): /readyz answers 503 from the first moment (the `ready` given says so); once
  * the CallTracker refuses, a REST request gets 503 with `Retry-After: 1` and `Connection: close`
  * (its next try opens a connection, which a Service sends to another pod), and one cut at the end
@@ -24,9 +30,20 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Tracer } from '@opentelemetry/api';
+import {
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
+  ATTR_URL_PATH,
+  ATTR_URL_SCHEME,
+  ATTR_USER_AGENT_ORIGINAL,
+} from '@opentelemetry/semantic-conventions';
 import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
 import { quote } from '../../domain/ids.js';
+import { httpSpan, TRACER_NAME } from '../../telemetry/attributes.js';
 import type { Logger } from '../../telemetry/logger.js';
+import { recordFailure } from '../../telemetry/spans.js';
 import type { CallTracker } from '../in-flight.js';
 import { requestFromJson, responseToJson } from '../proto-json.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
@@ -44,6 +61,8 @@ export interface HttpDeps extends RpcDeps {
   maxBodyBytes: number;
   /** Admits each REST call; refuses new ones and cuts the ones left when the replica shuts down. */
   calls: CallTracker;
+  /** The SERVER spans' tracer; default: the global provider's `facematch` tracer. */
+  tracer?: Tracer;
 }
 
 /** A refusal by the HTTP layer itself (no such route, wrong method, body too large). */
@@ -122,6 +141,8 @@ interface Request {
   res: ServerResponse;
   /** The raw (still percent-encoded) path parameters. */
   params: string[];
+  /** The path, without the query. */
+  path: string;
   query: URLSearchParams;
   signal: AbortSignal;
 }
@@ -140,9 +161,11 @@ export function createHttpServer(d: HttpDeps): Server {
     send(res, status, e.toJSON(), 'application/json', headers);
   };
 
-  /** A REST route onto an RPC: `request` builds the request's proto3 JSON form. */
+  const tracer = d.tracer ?? trace.getTracer(TRACER_NAME);
+
+  /** A REST route (`route`: its template, for the span) onto an RPC: `request` builds the request's proto3 JSON form. */
   const rpc =
-    <Req, Res>(m: Method<Req, Res>, request: (r: Request, body: () => Promise<unknown>) => Promise<unknown>): Handler =>
+    <Req, Res>(m: Method<Req, Res>, route: string, request: (r: Request, body: () => Promise<unknown>) => Promise<unknown>): Handler =>
     async (r) => {
       let call: AbortController;
       try {
@@ -153,6 +176,24 @@ export function createHttpServer(d: HttpDeps): Server {
         d.metrics.observe(m.name, 'http', e.code, 0);
         return fail(r.res, e, true);
       }
+      const method = r.req.method ?? 'GET';
+      const parent = propagation.extract(ROOT_CONTEXT, r.req.headers);
+      const span = tracer.startSpan(
+        httpSpan(method, route),
+        {
+          kind: SpanKind.SERVER,
+          attributes: {
+            [ATTR_HTTP_REQUEST_METHOD]: method,
+            [ATTR_HTTP_ROUTE]: route,
+            [ATTR_URL_PATH]: r.path,
+            [ATTR_URL_SCHEME]: 'http',
+            ...(r.req.headers['user-agent'] ? { [ATTR_USER_AGENT_ORIGINAL]: r.req.headers['user-agent'] } : {}),
+          },
+        },
+        parent,
+      );
+      let status = 200;
+      let failure: { code: string; message: string } | undefined;
       const gone = () => call.abort();
       if (r.signal.aborted) gone();
       r.signal.addEventListener('abort', gone, { once: true });
@@ -170,15 +211,28 @@ export function createHttpServer(d: HttpDeps): Server {
         if (r.req.method === 'POST') body = await readBody(r.req, d.maxBodyBytes);
         const json = () => Promise.resolve(parseJson(body ?? Buffer.alloc(0)));
         try {
-          const res = await Promise.race([invoke(d, m, async () => requestFromJson(m.request, await request(r, json)), 'http', call.signal), cut]);
+          const work = context.with(trace.setSpan(parent, span), () =>
+            invoke(d, m, async () => requestFromJson(m.request, await request(r, json)), 'http', call.signal),
+          );
+          const res = await Promise.race([work, cut]);
           send(r.res, 200, responseToJson(m.response, res));
         } catch (error) {
           const e = error as FacematchError;
+          failure = e;
+          status = httpStatus(e.code);
           fail(r.res, e, e === call.signal.reason);
         }
+      } catch (error) {
+        // The body: too large (413), or the connection went away while it was read (answered 500).
+        status = error instanceof HttpError ? error.status : 500;
+        failure = error instanceof HttpError ? error : { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
+        throw error;
       } finally {
         r.signal.removeEventListener('abort', gone);
         d.calls.done(call);
+        span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+        if (failure) recordFailure(span, failure, status >= 500, failure);
+        span.end();
       }
     };
 
@@ -197,15 +251,15 @@ export function createHttpServer(d: HttpDeps): Server {
       path: /^\/metrics$/,
       methods: { GET: async ({ res }) => send(res, 200, await d.metrics.registry.metrics(), d.metrics.registry.contentType) },
     },
-    { path: /^\/v1\/photos$/, methods: { POST: rpc(table.processPhoto, async (_, body) => legacyProcess(await body())) } },
+    { path: /^\/v1\/photos$/, methods: { POST: rpc(table.processPhoto, '/v1/photos', async (_, body) => legacyProcess(await body())) } },
     {
       path: /^\/v1\/photos\/([^/]*)$/,
-      methods: { DELETE: rpc(table.deletePhoto, (r) => Promise.resolve({ photoId: segment(r.params[0]!) })) },
+      methods: { DELETE: rpc(table.deletePhoto, '/v1/photos/{photoId}', (r) => Promise.resolve({ photoId: segment(r.params[0]!) })) },
     },
     {
       path: /^\/v1\/users\/([^/]*)\/photos$/,
       methods: {
-        GET: rpc(table.listUserPhotos, (r) => {
+        GET: rpc(table.listUserPhotos, '/v1/users/{userId}/photos', (r) => {
           const eventId = r.query.get('eventId') ?? r.query.get('event_id');
           return Promise.resolve({ userId: segment(r.params[0]!), ...(eventId !== null ? { eventId } : {}) });
         }),
@@ -214,7 +268,7 @@ export function createHttpServer(d: HttpDeps): Server {
     {
       path: /^\/v1\/events\/([^/]*)\/photos$/,
       methods: {
-        GET: rpc(table.listEventPhotos, (r) => {
+        GET: rpc(table.listEventPhotos, '/v1/events/{eventId}/photos', (r) => {
           const pageSize = r.query.get('pageSize') ?? r.query.get('page_size');
           const pageToken = r.query.get('pageToken') ?? r.query.get('page_token');
           return Promise.resolve({
@@ -225,8 +279,8 @@ export function createHttpServer(d: HttpDeps): Server {
         }),
       },
     },
-    { path: /^\/v1\/users\/([^/]*)$/, methods: { DELETE: rpc(table.forgetUser, (r) => Promise.resolve({ userId: segment(r.params[0]!) })) } },
-    { path: /^\/v1\/faces:search$/, methods: { POST: rpc(table.searchFaces, async (_, body) => legacySearch(await body())) } },
+    { path: /^\/v1\/users\/([^/]*)$/, methods: { DELETE: rpc(table.forgetUser, '/v1/users/{userId}', (r) => Promise.resolve({ userId: segment(r.params[0]!) })) } },
+    { path: /^\/v1\/faces:search$/, methods: { POST: rpc(table.searchFaces, '/v1/faces:search', async (_, body) => legacySearch(await body())) } },
   ];
 
   const route = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
@@ -243,7 +297,7 @@ export function createHttpServer(d: HttpDeps): Server {
         const allow = Object.keys(r.methods).flatMap((v) => (v === 'GET' ? ['GET', 'HEAD'] : [v])).join(', ');
         throw new HttpError(405, 'INVALID_ARGUMENT', `${method} is not allowed on this path; allowed: ${allow}`, { allow });
       }
-      return handler({ req, res, params: m.slice(1), query, signal });
+      return handler({ req, res, params: m.slice(1), path, query, signal });
     }
     throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${shorten(path)}`);
   };
