@@ -1,4 +1,7 @@
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import { Server, ServerCredentials, type Metadata, type ServiceDefinition } from '@grpc/grpc-js';
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -174,5 +177,77 @@ describe('logs', () => {
     });
     expect(lines[0]).not.toHaveProperty('trace_id');
     expect(lines[1]).toMatchObject({ trace_id: ids.traceId, span_id: ids.spanId, trace_flags: '01', code: 'IMAGE_UNSUPPORTED' });
+  });
+});
+
+describe('export', () => {
+  it.each([
+    ['http/protobuf', 'application/x-protobuf'],
+    ['http/json', 'application/json'],
+  ])('OTLP %s to OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces, with the configured headers', async (protocol, contentType) => {
+    const received: { url: string; headers: IncomingHttpHeaders; body: Buffer }[] = [];
+    const collector = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({ url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(200, { 'content-type': contentType }).end(protocol === 'http/json' ? '{}' : '');
+      });
+    });
+    await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+    try {
+      const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
+      const tracing = setupTracing({
+        config: parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: protocol, OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=k%3D1' }).tracing,
+      });
+      const id = await request(tracing);
+      await tracing.shutdown();
+      expect(received).toHaveLength(1);
+      expect(received[0]!.url).toBe('/v1/traces');
+      expect(received[0]!.headers['content-type']).toBe(contentType);
+      expect(received[0]!.headers['x-api-key']).toBe('k=1');
+      // The span names travel in either encoding; JSON carries the trace id in hex.
+      expect(received[0]!.body.toString('latin1')).toContain(stageSpan('detect'));
+      if (protocol === 'http/json') expect(received[0]!.body.toString()).toContain(id);
+    } finally {
+      await new Promise<void>((r) => collector.close(() => r()));
+    }
+  });
+
+  it('OTLP gRPC to OTEL_EXPORTER_OTLP_ENDPOINT as is, the headers as metadata', async () => {
+    const received: { metadata: Metadata; body: Buffer }[] = [];
+    const server = new Server();
+    const definition: ServiceDefinition = {
+      Export: {
+        path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (b: Buffer) => b,
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: () => Buffer.alloc(0),
+        responseDeserialize: (b: Buffer) => b,
+      },
+    };
+    server.addService(definition, {
+      Export: (call: { metadata: Metadata; request: Buffer }, done: (e: null, r: Buffer) => void) => {
+        received.push({ metadata: call.metadata, body: call.request });
+        done(null, Buffer.alloc(0));
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    );
+    try {
+      const tracing = setupTracing({
+        config: parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=abc' }).tracing,
+      });
+      await request(tracing);
+      await tracing.shutdown();
+      expect(received).toHaveLength(1);
+      expect(received[0]!.metadata.get('x-api-key')).toEqual(['abc']);
+      expect(received[0]!.body.toString('latin1')).toContain(stageSpan('fetch'));
+    } finally {
+      server.forceShutdown();
+    }
   });
 });
