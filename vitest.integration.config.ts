@@ -59,6 +59,7 @@ const ORDER = [
   'test/integration/envoy-config.test.ts', // a real envoy on k8s/envoy/envoy.yaml (scripts/test-env up envoy)
   'test/integration/envoy-failover.test.ts', // two service processes behind a real envoy: SIGKILL, SIGTERM, a full replica
   'test/integration/service-faults.test.ts', // stops and restarts each server under a running service
+  'test/integration/jaeger.test.ts', // facematch's OTLP exporter into the test Jaeger, read back from /api/v3/traces (scripts/test-env up jaeger)
 ];
 
 class IntegrationOrder extends BaseSequencer {
