@@ -71,6 +71,8 @@ const LEASE = 'facematch-controller';
 const CONTROLLER = 'facematch-controller';
 const SERVICE = 'facematch';
 const CRD = path.join(REPO, 'k8s', 'crds', 'photobatches.facematch.io.yaml');
+/** How long after Complete the test watches for work that should not happen (a second run of the batch). */
+const SETTLE_MS = 8000;
 
 /** Everyone who appears in a group photo; each is enrolled with their first photo. */
 const GALLERY = [...new Set(Object.values(GROUP_PEOPLE).flat())].sort();
@@ -338,9 +340,13 @@ describe('the whole system on loopback: kube-apiserver, two controllers, Envoy, 
     expect(isTrue(status, 'Complete'), JSON.stringify(status)).toBe(true);
     expect(status).toMatchObject({ total: ALL_KEYS.length, processed: ALL_KEYS.length, failed: 1 });
     expect(status.lastFailures).toEqual([expect.objectContaining({ photoId: photoOf(NOTE), code: 'IMAGE_UNSUPPORTED' })]);
+    // A completed batch stays done: no second run (the next test counts the calls the replicas got).
+    await sleep(SETTLE_MS);
+    const after = await waitForBatch(10_000);
+    expect(after).toMatchObject({ total: ALL_KEYS.length, processed: ALL_KEYS.length, failed: 1 });
   }, 660_000);
 
-  it('one controller holds the Lease; Envoy spread the calls over both replicas', async () => {
+  it('one controller holds the Lease; Envoy spread the calls over both replicas; each photo was sent once', async () => {
     const holder = await kubectlOk(['get', 'lease', LEASE, '-n', NS, '-o', 'jsonpath={.spec.holderIdentity}']);
     expect(procs.map((p) => p.name)).toContain(holder);
     const calls = await Promise.all(replicas.map(async (r) => Object.values(await requestCounts(r.httpPort, 'ProcessPhoto')).reduce((a, b) => a + b, 0)));
@@ -386,6 +392,7 @@ describe('the whole system on loopback: kube-apiserver, two controllers, Envoy, 
     beforeAll(async () => {
       // Spans reach Jaeger within the exporters' 200 ms batching; wait until every photo's trace is whole.
       const until = Date.now() + 60_000;
+      let lastCount = '';
       for (;;) {
         traces = await findTraces({
           jaeger: env.FACEMATCH_TEST_JAEGER_QUERY!,
@@ -398,7 +405,10 @@ describe('the whole system on loopback: kube-apiserver, two controllers, Envoy, 
           .map((spans) => ({ root: spans.find((s) => !s.parentSpanId)!, spans }))
           .filter((t) => t.root?.name === CONTROLLER_SPAN.photo && t.spans.some((s) => s.name === SPAN.processPhoto && s.attributes[ATTR.eventId] === EVENT));
         const whole = photoTraces.filter((t) => t.spans.filter((s) => s.name.startsWith('facematch.stage.')).length >= STAGES.length);
-        if (whole.length >= UPLOADS.length && photoTraces.length >= ALL_KEYS.length) break;
+        // Every photo whole, and the same count twice in a row (a late extra trace would be a photo sent twice).
+        const count = `${photoTraces.length}/${whole.length}`;
+        if (whole.length >= UPLOADS.length && photoTraces.length >= ALL_KEYS.length && count === lastCount) break;
+        lastCount = count;
         if (Date.now() > until) break;
         await sleep(500);
       }

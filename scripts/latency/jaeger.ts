@@ -195,7 +195,13 @@ export async function findTraces(q: FindTracesQuery): Promise<Traces> {
   const limit = String(q.limit ?? 1000);
   url.searchParams.set('query.num_traces', limit);
   url.searchParams.set('query.search_depth', limit);
-  const res = await fetch(url, { signal: q.signal ?? AbortSignal.timeout(30_000), headers: { accept: 'application/json' } });
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: q.signal ?? AbortSignal.timeout(30_000), headers: { accept: 'application/json' } });
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(`Jaeger's query API at ${url.origin} did not answer (${cause?.code ?? cause?.message ?? (error as Error).message}): is --jaeger right?`, { cause: error });
+  }
   const body = await res.text();
   if (res.status === 404) return new Map();
   if (!res.ok) throw new Error(`Jaeger ${url.pathname}${url.search}: HTTP ${res.status}: ${body.slice(0, 500)}`);

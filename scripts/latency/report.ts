@@ -381,7 +381,9 @@ export function svgChart(r: LatencyReport, title = 'facematch: where the time go
       parts.push(`<line x1="${f1(xOf(row.p50))}" y1="${f1(cy)}" x2="${f1(xOf(row.p99))}" y2="${f1(cy)}" stroke="${c}" stroke-width="2"/>`);
       parts.push(`<line x1="${f1(xOf(row.p95))}" y1="${f1(cy - 4)}" x2="${f1(xOf(row.p95))}" y2="${f1(cy + 4)}" stroke="${c}" stroke-width="2"/>`);
       parts.push(`<circle cx="${f1(xOf(row.p50))}" cy="${f1(cy)}" r="4" fill="${c}"><title>${esc(`${name}, ${g.group}: p50 ${fmtMs(row.p50)}, p95 ${fmtMs(row.p95)}, p99 ${fmtMs(row.p99)}`)}</title></circle>`);
-      text(xOf(row.p99) + 6, cy + 4, fmtMs(row.p50), `font-size="9" fill="${c}"`);
+      // The p50 value beside the line: after its end, or before its start near the right edge.
+      if (xOf(row.p99) + 50 < W - right) text(xOf(row.p99) + 6, cy + 4, fmtMs(row.p50), `font-size="9" fill="${c}"`);
+      else text(xOf(row.p50) - 7, cy + 4, fmtMs(row.p50), `font-size="9" fill="${c}" text-anchor="end"`);
     });
   });
   y = bottom + 34;
