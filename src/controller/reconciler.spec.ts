@@ -102,6 +102,29 @@ describe('PhotoBatchReconciler', () => {
     expect(processor.requests).toHaveLength(12);
   });
 
+  it('a reconcile while the final status is being written starts nothing again', async () => {
+    const { store, processor, reconciler } = setup(6);
+    store.apply(KEY, spec);
+    await reconciler.reconcile(KEY);
+    await settle();
+    store.gated = true; // the final write hangs until released
+    await drain(processor);
+    expect(store.waiting).toBe(1);
+    // The watch event of an earlier write arrives now: the status on the object is not final yet.
+    const reconciled = reconciler.reconcile(KEY);
+    await settle();
+    expect(processor.requests).toHaveLength(6);
+    store.gated = false;
+    store.release();
+    await reconciled;
+    await settle();
+    expect(trueCondition(store.get(KEY)!.status)).toMatchObject({ type: 'Complete' });
+    expect(reconciler.active).toEqual([]);
+    await reconciler.reconcile(KEY);
+    await settle();
+    expect(processor.requests).toHaveLength(6); // each photo sent once
+  });
+
   it('writes status at the progress interval, not once per photo', async () => {
     const { store, clock, processor, reconciler } = setup(20);
     store.apply(KEY, spec);

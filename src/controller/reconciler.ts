@@ -196,19 +196,28 @@ export class PhotoBatchReconciler {
     await run.finished;
   }
 
+  /**
+   * Writes the run's final status, then forgets the runner. The runner stays in `running` until the
+   * final write has landed (or was kept for the next reconcile): a reconcile that came in between
+   * (the watch event of the last progress write) would otherwise see no runner and a status that is
+   * not final yet, and start the batch again from the last cursor written.
+   */
   private async finish(key: string, entry: Running, result: BatchResult): Promise<void> {
-    if (this.running.get(key) === entry) this.running.delete(key);
-    if (entry.stopping === 'gone') return;
-    const observation: BatchObservation = { progress: result.progress };
-    if (result.outcome === 'complete') observation.done = true;
-    if (result.outcome === 'failed') observation.fatal = { reason: result.reason, message: result.message };
-    const batch = this.options.store.get(key);
-    if (!batch || batch.uid !== entry.uid) return;
     try {
-      await this.write(batch, observation);
-    } catch {
-      this.unwritten.set(key, { uid: entry.uid, observation });
-      this.options.requeue(key);
+      if (entry.stopping === 'gone') return;
+      const observation: BatchObservation = { progress: result.progress };
+      if (result.outcome === 'complete') observation.done = true;
+      if (result.outcome === 'failed') observation.fatal = { reason: result.reason, message: result.message };
+      const batch = this.options.store.get(key);
+      if (!batch || batch.uid !== entry.uid) return;
+      try {
+        await this.write(batch, observation);
+      } catch {
+        this.unwritten.set(key, { uid: entry.uid, observation });
+        this.options.requeue(key);
+      }
+    } finally {
+      if (this.running.get(key) === entry) this.running.delete(key);
     }
   }
 
