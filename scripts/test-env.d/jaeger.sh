@@ -42,35 +42,15 @@ jaeger_max_traces() { echo "${FACEMATCH_TEST_JAEGER_MAX_TRACES:-100000}"; }
 jaeger_cache() { echo "$TE_CACHE/jaeger"; }
 jaeger_bin() { echo "$(jaeger_cache)/bin/jaeger-$JAEGER_MODULE_VERSION"; }
 
-# jaeger_go DIR ARGS...: go in DIR with the module proxy (no direct VCS fetches: they fail here), the
-# local toolchain (when it is 1.25 or newer, as jaeger asks), and Go's caches under $TE_CACHE/jaeger/go.
-# The same pattern as kube.sh's kube_go.
-jaeger_go() {
-  local dir="$1" proxy toolchain=local minor
-  shift
-  minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-  [[ -n "$minor" ]] && ((minor >= 25)) || toolchain=auto
-  proxy="$(go env GOPROXY)"
-  proxy="${proxy%,direct}"
-  proxy="${proxy%,off}"
-  [[ -n "$proxy" && "$proxy" != direct ]] || proxy="https://proxy.golang.org"
-  (cd "$dir" && GOPROXY="$proxy" GOTOOLCHAIN="$toolchain" GOFLAGS=-modcacherw GOPATH="$(jaeger_cache)/go" \
-    GOCACHE="$(jaeger_cache)/go/cache" GOMODCACHE="$(jaeger_cache)/go/pkg/mod" CGO_ENABLED=0 \
-    nice -n 19 go "$@" >&2)
-}
-
-jaeger_need_go() {
-  command -v go >/dev/null 2>&1 && return 0
-  te_log "no go toolchain: apt-get install -y golang-go"
-  apt-get install -y golang-go >&2 || { apt-get update >&2 && apt-get install -y golang-go >&2; }
-}
+# jaeger_go DIR ARGS...: te_go (scripts/test-env) with Go's caches under $TE_CACHE/jaeger/go.
+jaeger_go() { te_go "$(jaeger_cache)/go" "$@"; }
 
 # jaeger_install: build the binary once (a wrapper module in $TE_CACHE/jaeger/src).
 jaeger_install() {
   local bin dir pkg="github.com/jaegertracing/jaeger" t0=$SECONDS
   bin="$(jaeger_bin)"
   [[ -x "$bin" ]] && return 0
-  jaeger_need_go || return 1
+  te_need_go || return 1
   dir="$(jaeger_cache)/src/jaeger"
   rm -rf "$dir" && mkdir -p "$dir" "$(dirname "$bin")"
   te_log "building jaeger $JAEGER_VERSION (module $JAEGER_MODULE_VERSION; first use; about 10-15 minutes on 2 cores)"

@@ -42,34 +42,14 @@ kube_kcm_bin() { echo "$(kube_cache)/bin/kube-controller-manager-$KUBE_VERSION";
 kube_kubectl_bin() { echo "$(kube_cache)/bin/kubectl-v1.35"; }
 kube_helm_bin() { echo "$(kube_cache)/bin/helm-v4"; }
 
-# kube_go DIR ARGS...: go in DIR with the module proxy (no direct VCS fetches: they fail here), the
-# local toolchain (when it is 1.25 or newer), and Go's caches under $TE_CACHE/kube/go.
-kube_go() {
-  local dir="$1" proxy toolchain=local minor
-  shift
-  # The local Go when it is new enough (kubernetes 1.35 asks for 1.25); else the proxy's toolchain.
-  minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-  [[ -n "$minor" ]] && ((minor >= 25)) || toolchain=auto
-  proxy="$(go env GOPROXY)"
-  proxy="${proxy%,direct}"
-  proxy="${proxy%,off}"
-  [[ -n "$proxy" && "$proxy" != direct ]] || proxy="https://proxy.golang.org"
-  (cd "$dir" && GOPROXY="$proxy" GOTOOLCHAIN="$toolchain" GOFLAGS=-modcacherw GOPATH="$(kube_cache)/go" \
-    GOCACHE="$(kube_cache)/go/cache" GOMODCACHE="$(kube_cache)/go/pkg/mod" CGO_ENABLED=0 \
-    nice -n 19 go "$@" >&2)
-}
-
-kube_need_go() {
-  command -v go >/dev/null 2>&1 && return 0
-  te_log "no go toolchain: apt-get install -y golang-go"
-  apt-get install -y golang-go >&2 || { apt-get update >&2 && apt-get install -y golang-go >&2; }
-}
+# kube_go DIR ARGS...: te_go (scripts/test-env) with Go's caches under $TE_CACHE/kube/go.
+kube_go() { te_go "$(kube_cache)/go" "$@"; }
 
 kube_build_etcd() {
   local bin dir t0=$SECONDS
   bin="$(kube_etcd_bin)"
   [[ -x "$bin" ]] && return 0
-  kube_need_go || return 1
+  te_need_go || return 1
   dir="$(kube_cache)/src/etcd"
   rm -rf "$dir" && mkdir -p "$dir" "$(dirname "$bin")"
   te_log "building etcd $KUBE_ETCD_VERSION (first use; about 5 minutes)"
@@ -111,7 +91,7 @@ kube_k8s_module() {
 kube_build_k8s() {
   local cmd="$1" bin="$2" dir t0=$SECONDS
   [[ -x "$bin" ]] && return 0
-  kube_need_go || return 1
+  te_need_go || return 1
   mkdir -p "$(dirname "$bin")"
   te_log "building $cmd $KUBE_VERSION (first use; kube-apiserver about 13 minutes on 2 busy cores, 2.3 GB of build cache; kube-controller-manager after it about 4 minutes)"
   dir="$(kube_k8s_module)" || return 1
