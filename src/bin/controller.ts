@@ -30,6 +30,7 @@ import type { PhotoOutcome, PhotoProcessor, PhotoRequest } from '../ports/photo-
 import type { PhotoSource } from '../ports/photo-source.js';
 import { ATTR, CONTROLLER_SPAN, CONTROLLER_TRACER_NAME, DEFAULT_SERVICE_NAME } from '../telemetry/attributes.js';
 import type { Logger } from '../telemetry/logger.js';
+import { spanTime } from '../telemetry/spans.js';
 import { setupTracing } from '../telemetry/tracing.js';
 import { createProbeServer } from '../transport/http/probe.server.js';
 import { listen } from '../transport/http/http.server.js';
@@ -112,7 +113,7 @@ export function tracedProcessor(
     [ATTR.batchUid]: batch.uid,
     [ATTR.eventId]: batch.spec.eventId,
   };
-  const run: Span = tracer.startSpan(CONTROLLER_SPAN.batch, { kind: SpanKind.INTERNAL, attributes: batchAttributes, root: true });
+  const run: Span = tracer.startSpan(CONTROLLER_SPAN.batch, { kind: SpanKind.INTERNAL, attributes: batchAttributes, root: true, startTime: spanTime() });
   const link = { context: run.spanContext() };
   return {
     processor: {
@@ -122,6 +123,7 @@ export function tracedProcessor(
           {
             root: true,
             kind: SpanKind.INTERNAL,
+            startTime: spanTime(),
             links: [link],
             attributes: { ...batchAttributes, [ATTR.photoId]: request.photoId, [ATTR.eventId]: request.eventId, [ATTR.kind]: request.kind },
           },
@@ -139,7 +141,7 @@ export function tracedProcessor(
               photo.setStatus({ code: SpanStatusCode.ERROR, message: `${code}: ${error instanceof Error ? error.message : String(error)}` });
               throw error;
             } finally {
-              photo.end();
+              photo.end(spanTime());
             }
           },
         ),
@@ -148,7 +150,7 @@ export function tracedProcessor(
       const p = result.progress;
       run.setAttributes({ [ATTR.batchOutcome]: result.outcome, [ATTR.processed]: p.processed, [ATTR.matched]: p.matched, [ATTR.failed]: p.failed });
       if (result.outcome === 'failed') run.setStatus({ code: SpanStatusCode.ERROR, message: result.reason });
-      run.end();
+      run.end(spanTime());
     },
   };
 }

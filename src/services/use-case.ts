@@ -13,6 +13,7 @@ import type { MatchStore } from '../ports/match-store.js';
 import type { ObjectStore } from '../ports/object-store.js';
 import type { VectorStore } from '../ports/vector-store.js';
 import { ATTR, stageSpan } from '../telemetry/attributes.js';
+import { spanTime } from '../telemetry/spans.js';
 
 export interface ServiceDeps {
   model: FaceModel;
@@ -59,13 +60,13 @@ export class Tracing {
 
   /** The request's span, active while `fn` runs; an error is recorded on it. */
   async inSpan<T>(name: string, attributes: Record<string, string | number>, fn: (span: Span) => Promise<T>): Promise<T> {
-    return this.tracer.startActiveSpan(name, { attributes }, async (span) => {
+    return this.tracer.startActiveSpan(name, { attributes, startTime: spanTime() }, async (span) => {
       try {
         return await fn(span);
       } catch (error) {
         throw failed(span, error);
       } finally {
-        span.end();
+        span.end(spanTime());
       }
     });
   }
@@ -78,7 +79,7 @@ export class Tracing {
     if (ctx.signal?.aborted) throw new CancelledError(`the request was cancelled before its ${stage} stage`);
     const { times } = ctx;
     const t0 = performance.now();
-    const span = this.tracer.startSpan(stageSpan(stage), ctx.attributes ? { attributes: ctx.attributes } : undefined, context.active());
+    const span = this.tracer.startSpan(stageSpan(stage), { startTime: spanTime(), ...(ctx.attributes ? { attributes: ctx.attributes } : {}) }, context.active());
     try {
       const result = await fn();
       if (counts) span.setAttributes(counts(result));
@@ -86,7 +87,7 @@ export class Tracing {
     } catch (error) {
       throw failed(span, error);
     } finally {
-      span.end();
+      span.end(spanTime());
       times[stage] = (times[stage] ?? 0) + performance.now() - t0;
     }
   }

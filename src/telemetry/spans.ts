@@ -16,3 +16,12 @@ export function recordFailure(span: Span, failure: { code: string; message: stri
   span.recordException(original instanceof Error ? original : { name: failure.code, message: failure.message });
   span.setStatus({ code: SpanStatusCode.ERROR, message: `${failure.code}: ${failure.message}` });
 }
+
+/**
+ * The time to give every span this process starts and ends (`startTime`, `end(...)`): epoch
+ * milliseconds from one monotonic clock. The SDK anchors each span on its own `Date.now()` reading
+ * (whole milliseconds, and the wall clock drifts against the monotonic one), so a child span timed
+ * by it can appear to end up to a few milliseconds after its parent; with one clock for all spans,
+ * a child that ends first is shown ending first.
+ */
+export const spanTime = (): number => performance.timeOrigin + performance.now();

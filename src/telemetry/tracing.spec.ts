@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import { Server, ServerCredentials, type Metadata, type ServiceDefinition } from '@grpc/grpc-js';
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../config/config.js';
 import { ATTR, stageSpan } from './attributes.js';
 import { createLogger } from './logger.js';
@@ -249,5 +249,31 @@ describe('export', () => {
     } finally {
       server.forceShutdown();
     }
+  });
+});
+
+describe('span times', () => {
+  it('a stage span ends inside its use-case span even when the wall clock steps back while it runs', async () => {
+    const { Tracing: UseCaseTracing } = await import('../services/use-case.js');
+    const { tracing, spans } = traced({});
+    const t = new UseCaseTracing(tracing.tracer);
+    const realNow = Date.now.bind(Date);
+    let skew = 0;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + skew);
+    try {
+      await t.inSpan('facematch.process_photo', {}, async () => {
+        // NTP steps the wall clock back 5 ms between the use case's start and its last stage's.
+        skew = -5;
+        await t.stage('record', { times: { total: 0 } }, () => new Promise((r) => setTimeout(r, 10)));
+      });
+    } finally {
+      clock.mockRestore();
+    }
+    const ms = (h: readonly [number, number]): number => h[0] * 1e3 + h[1] / 1e6;
+    const finished = spans.getFinishedSpans();
+    const parent = finished.find((s) => s.name === 'facematch.process_photo')!;
+    const record = finished.find((s) => s.name === stageSpan('record'))!;
+    expect(ms(record.startTime)).toBeGreaterThanOrEqual(ms(parent.startTime));
+    expect(ms(record.endTime)).toBeLessThanOrEqual(ms(parent.endTime));
   });
 });

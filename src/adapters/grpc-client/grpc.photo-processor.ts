@@ -28,6 +28,7 @@ import {
   type ProcessFailureCode,
 } from '../../ports/photo-processor.js';
 import { ATTR, TRACER_NAME } from '../../telemetry/attributes.js';
+import { spanTime } from '../../telemetry/spans.js';
 import type { FacematchClient, FacematchClients } from './client.js';
 
 /** The trailer in which the service sends its stable error code (transport/grpc/grpc.server.ts). */
@@ -178,6 +179,7 @@ export class GrpcPhotoProcessor implements PhotoProcessor {
     if (signal.aborted) return Promise.reject(cancelled(request, 'before its ProcessPhoto call'));
     const span = this.tracer.startSpan(PROCESS_PHOTO_CLIENT_SPAN, {
       kind: SpanKind.CLIENT,
+      startTime: spanTime(),
       attributes: {
         [RPC_ATTR.system]: 'grpc',
         [RPC_ATTR.service]: RPC_SERVICE,
@@ -207,7 +209,7 @@ export class GrpcPhotoProcessor implements PhotoProcessor {
         span.setAttribute(RPC_ATTR.grpcStatusCode, grpcStatus);
         if ('ok' in outcome) {
           span.setAttributes({ [ATTR.faces]: outcome.ok.faces, [ATTR.matches]: outcome.ok.matched });
-          span.end();
+          span.end(spanTime());
           resolve(outcome.ok);
         } else {
           fail(span, outcome.error);
@@ -244,7 +246,7 @@ function fail(span: Span, error: PhotoProcessError): void {
   span.setAttribute(ATTR_ERROR_TYPE, error.code);
   span.recordException(error);
   span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
-  span.end();
+  span.end(spanTime());
 }
 
 /** server.address and server.port of a `host:port` (or `[v6]:port`) target. */

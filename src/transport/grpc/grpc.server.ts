@@ -29,7 +29,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
 import { RPC_ATTR, RPC_SERVICE, rpcSpan, TRACER_NAME } from '../../telemetry/attributes.js';
-import { recordFailure } from '../../telemetry/spans.js';
+import { recordFailure, spanTime } from '../../telemetry/spans.js';
 import { FILE_DESCRIPTOR_SET } from '../../gen/facematch/v1/facematch.descriptor.js';
 import { FacematchServiceService, type FacematchServiceServer } from '../../gen/facematch/v1/facematch.js';
 import type { CallTracker } from '../in-flight.js';
@@ -54,7 +54,7 @@ function endServerSpan(span: Span, error: FacematchError | null): void {
   const code = error ? grpcStatus(error.code) : 0;
   span.setAttribute(RPC_ATTR.grpcStatusCode, code);
   if (error) recordFailure(span, error, SERVER_FAULTS.has(code), error);
-  span.end();
+  span.end(spanTime());
 }
 
 /** What a request that did not decode becomes: the handler answers INVALID_ARGUMENT with the reason. */
@@ -117,7 +117,7 @@ function unary<Req, Res>(d: GrpcDeps, m: Method<Req, Res>): (call: ServerUnaryCa
     const parent = propagation.extract(ROOT_CONTEXT, call.metadata, metadataGetter);
     const span = (d.tracer ?? trace.getTracer(TRACER_NAME)).startSpan(
       rpcSpan(m.name),
-      { kind: SpanKind.SERVER, attributes: { [RPC_ATTR.system]: 'grpc', [RPC_ATTR.service]: RPC_SERVICE, [RPC_ATTR.method]: m.name } },
+      { kind: SpanKind.SERVER, startTime: spanTime(), attributes: { [RPC_ATTR.system]: 'grpc', [RPC_ATTR.service]: RPC_SERVICE, [RPC_ATTR.method]: m.name } },
       parent,
     );
     let answered = false;

@@ -43,7 +43,7 @@ import { FacematchError, InvalidArgumentError } from '../../domain/errors.js';
 import { quote } from '../../domain/ids.js';
 import { httpSpan, TRACER_NAME } from '../../telemetry/attributes.js';
 import type { Logger } from '../../telemetry/logger.js';
-import { recordFailure } from '../../telemetry/spans.js';
+import { recordFailure, spanTime } from '../../telemetry/spans.js';
 import type { CallTracker } from '../in-flight.js';
 import { requestFromJson, responseToJson } from '../proto-json.js';
 import { invoke, rpcTable, shorten, type Method, type RpcDeps } from '../rpc.js';
@@ -182,6 +182,7 @@ export function createHttpServer(d: HttpDeps): Server {
         httpSpan(method, route),
         {
           kind: SpanKind.SERVER,
+          startTime: spanTime(),
           attributes: {
             [ATTR_HTTP_REQUEST_METHOD]: method,
             [ATTR_HTTP_ROUTE]: route,
@@ -232,7 +233,7 @@ export function createHttpServer(d: HttpDeps): Server {
         d.calls.done(call);
         span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
         if (failure) recordFailure(span, failure, status >= 500, failure);
-        span.end();
+        span.end(spanTime());
       }
     };
 
