@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../domain/errors.js';
 import { CONFIG_VARIABLES, parseConfig, redactConfig } from './config.js';
@@ -11,6 +13,8 @@ const BAD: Record<string, string[]> = {
   FACEMATCH_INTRA_OP_THREADS: ['2.5'],
   FACEMATCH_INTER_OP_THREADS: ['four'],
   FACEMATCH_INFERENCE_WORKERS: ['0'],
+  FACEMATCH_ORT_TUNING: ['on', 'true'],
+  FACEMATCH_ORT_OPTIMIZATION: ['all', 'detector=fast', 'recogniser=all', 'detector=all,detector=basic', 'embedder=all=basic'],
   FACEMATCH_DET_SCORE: ['1.2', 'half'],
   FACEMATCH_NMS_IOU: ['-0.1'],
   FACEMATCH_MIN_FACE_SIZE: ['16px'],
@@ -79,6 +83,7 @@ const BAD: Record<string, string[]> = {
 const FREE = [
   'FACEMATCH_MODEL_PACK',
   'FACEMATCH_MODELS_DIR',
+  'FACEMATCH_TUNING_CACHE',
   'FACEMATCH_DATA_DIR',
   'FACEMATCH_S3_ACCESS_KEY',
   'FACEMATCH_S3_SECRET_KEY',
@@ -154,6 +159,18 @@ describe('parseConfig', () => {
     // Envoy's health check (k8s/envoy/envoy.yaml) needs up to 2 x (2 s + 0.2 s jitter) to take a replica out.
     expect(shutdownDrainMs).toBeGreaterThan(2 * 2200);
     expect(shutdownDrainMs + shutdownGraceMs).toBeLessThanOrEqual(26_000);
+  });
+
+  it('onnxruntime tuning: auto by default, cached under XDG_CACHE_HOME or ~/.cache; fixed levels per model', () => {
+    const config = parseConfig({ XDG_CACHE_HOME: '/var/cache/x' }).inference;
+    expect(config).toMatchObject({ ortTuning: 'auto', ortOptimization: {}, tuningCache: '/var/cache/x/facematch/ort-tuning.json' });
+    expect(parseConfig({ XDG_CACHE_HOME: 'relative' }).inference.tuningCache).toBe(path.join(homedir(), '.cache', 'facematch', 'ort-tuning.json'));
+    const fixed = parseConfig({ FACEMATCH_ORT_OPTIMIZATION: ' detector=all, embedder = extended', FACEMATCH_TUNING_CACHE: '/tmp/t.json' }).inference;
+    expect(fixed.ortOptimization).toEqual({ detector: 'all', embedder: 'extended' });
+    expect(fixed.tuningCache).toBe('/tmp/t.json');
+    expect(refusal({ FACEMATCH_ORT_OPTIMIZATION: 'detector=fast' }).message).toBe(
+      'invalid configuration: FACEMATCH_ORT_OPTIMIZATION: "detector=fast" is not model=level (model: detector or embedder, once each; level: disabled, basic, extended, all)',
+    );
   });
 
   it('a store selection without its settings is CONFIG_INVALID naming what is missing', () => {

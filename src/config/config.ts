@@ -4,7 +4,7 @@
  * start: a bad one is a ConfigError (CONFIG_INVALID) naming the variable; an empty one means unset.
  */
 import { isIP } from 'node:net';
-import { availableParallelism, hostname } from 'node:os';
+import { availableParallelism, homedir, hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -70,6 +70,33 @@ const keyValues = () =>
     }
     return out;
   });
+/** onnxruntime's graph optimisation levels (FACEMATCH_ORT_OPTIMIZATION). */
+export const ORT_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+export type OrtLevel = (typeof ORT_LEVELS)[number];
+/** `detector=LEVEL,embedder=LEVEL` (either or both): a fixed level per model, never measured. */
+const ortLevels = z.string().transform((value, ctx) => {
+  const out: { detector?: OrtLevel; embedder?: OrtLevel } = {};
+  for (const raw of value.split(',')) {
+    const pair = raw.trim();
+    if (!pair) continue;
+    const [model = '', level = '', ...rest] = pair.split('=').map((p) => p.trim());
+    if ((model !== 'detector' && model !== 'embedder') || !(ORT_LEVELS as readonly string[]).includes(level) || rest.length > 0 || model in out) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: `"${pair}" is not model=level (model: detector or embedder, once each; level: ${ORT_LEVELS.join(', ')})`,
+        params: { quotesValue: true },
+      });
+      return z.NEVER;
+    }
+    out[model] = level as OrtLevel;
+  }
+  return out;
+});
+/** XDG_CACHE_HOME when it is an absolute path (the XDG specification ignores a relative one). */
+const xdgCache = (env: NodeJS.ProcessEnv): string | undefined => {
+  const dir = env.XDG_CACHE_HOME?.trim();
+  return dir && path.isAbsolute(dir) ? dir : undefined;
+};
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 /** A host name or an IP address (no scheme, no port). */
 const host = z.string().refine((v) => isIP(v) !== 0 || HOSTNAME.test(v), 'a host name or an IP address, without a port');
@@ -112,6 +139,9 @@ const schema = z.object({
   FACEMATCH_CUDA_DEVICE_ID: int(0).default(0),
   FACEMATCH_INTRA_OP_THREADS: int(0).default(0),
   FACEMATCH_INTER_OP_THREADS: int(0).default(0),
+  FACEMATCH_ORT_TUNING: z.enum(['auto', 'off']).default('auto'),
+  FACEMATCH_ORT_OPTIMIZATION: ortLevels.default(''),
+  FACEMATCH_TUNING_CACHE: z.string().min(1).optional(),
   FACEMATCH_INFERENCE_WORKERS: int(1).default(Math.min(4, availableParallelism())),
   FACEMATCH_DET_SCORE: unit.default(0.5),
   FACEMATCH_NMS_IOU: unit.default(0.4),
@@ -207,6 +237,15 @@ export interface InferenceConfig {
   /** 0: onnxruntime's choice (the CLI), or cores / workers in the service. */
   intraOpThreads: number;
   interOpThreads: number;
+  /**
+   * auto: at start, measure the candidate session settings of each model on this CPU and keep the
+   * fastest (cached in tuningCache); off: the static settings (level all, the configured threads).
+   */
+  ortTuning: 'auto' | 'off';
+  /** Fixed graph optimisation levels: a model named here is not measured. */
+  ortOptimization: { detector?: OrtLevel; embedder?: OrtLevel };
+  /** The tuning cache file (FACEMATCH_TUNING_CACHE, else $XDG_CACHE_HOME or ~/.cache + facematch/ort-tuning.json). */
+  tuningCache: string;
   detScore: number;
   nmsIou: number;
   /** Faces whose box is smaller than this many pixels on its shorter side are dropped. */
@@ -452,6 +491,11 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       workers: e.FACEMATCH_INFERENCE_WORKERS,
       intraOpThreads: e.FACEMATCH_INTRA_OP_THREADS,
       interOpThreads: e.FACEMATCH_INTER_OP_THREADS,
+      ortTuning: e.FACEMATCH_ORT_TUNING,
+      ortOptimization: e.FACEMATCH_ORT_OPTIMIZATION,
+      tuningCache: path.resolve(
+        e.FACEMATCH_TUNING_CACHE ?? path.join(xdgCache(env) ?? path.join(homedir(), '.cache'), 'facematch', 'ort-tuning.json'),
+      ),
       detScore: e.FACEMATCH_DET_SCORE,
       nmsIou: e.FACEMATCH_NMS_IOU,
       minFaceSize: e.FACEMATCH_MIN_FACE_SIZE,

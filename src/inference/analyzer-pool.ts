@@ -14,6 +14,7 @@ import type { DecodeConfig, InferenceConfig } from '../config/config.js';
 import { CancelledError, errorFromJSON, InternalError } from '../domain/errors.js';
 import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
+import { describeChoice, mayMeasure, type Tuning } from './session-choice.js';
 import { workerUrl } from './worker/entry.js';
 import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
 
@@ -48,6 +49,8 @@ export class AnalyzerPool {
     readonly threshold: number,
     readonly dimension: number,
     readonly provider: 'cpu' | 'cuda',
+    /** The session settings every worker runs with, chosen once by the first (./session-tuner.ts). */
+    readonly tuning: Tuning,
   ) {}
 
   /**
@@ -65,9 +68,14 @@ export class AnalyzerPool {
     const n = Math.max(1, workers);
     const threads = inference.intraOpThreads || Math.max(1, Math.floor(availableParallelism() / n));
     const perWorker: InferenceConfig = { ...inference, intraOpThreads: threads, interOpThreads: inference.interOpThreads || 1 };
-    const started = await Promise.allSettled(
-      Array.from({ length: n }, () => AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide)),
-    );
+    // When the session settings may be measured, the first worker chooses them alone (no other
+    // worker's loading disturbs its timings) and the others get its choice; otherwise (tuning off,
+    // CUDA, levels pinned) every worker comes to the same choice without measuring, all at once.
+    const spawn = (tuning?: Tuning): Promise<{ slot: Slot; ready: WorkerReady }> => AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, tuning);
+    const alone = mayMeasure(perWorker);
+    const first = alone ? await spawn() : undefined;
+    const started = await Promise.allSettled(Array.from({ length: alone ? n - 1 : n }, () => spawn(first?.ready.tuning)));
+    if (first) started.unshift({ status: 'fulfilled', value: first });
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     const slots = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value.slot] : []));
     if (failed) {
@@ -75,8 +83,18 @@ export class AnalyzerPool {
       throw failed.reason;
     }
     const ready = (started[0] as PromiseFulfilledResult<{ slot: Slot; ready: WorkerReady }>).value.ready;
-    log.info({ workers: n, intraOpThreads: threads, pack: ready.pack.name, provider: ready.provider }, 'inference workers ready');
-    const pool = new AnalyzerPool(slots, ready.pack, ready.threshold, ready.dimension, ready.provider);
+    log.info(
+      {
+        workers: n,
+        intraOpThreads: threads,
+        pack: ready.pack.name,
+        provider: ready.provider,
+        sessions: { detector: describeChoice(ready.tuning.detector.choice), embedder: describeChoice(ready.tuning.embedder.choice) },
+        tuning: ready.tuning.detector.source,
+      },
+      'inference workers ready',
+    );
+    const pool = new AnalyzerPool(slots, ready.pack, ready.threshold, ready.dimension, ready.provider, ready.tuning);
     for (const slot of slots) pool.listen(slot);
     return pool;
   }
@@ -86,9 +104,10 @@ export class AnalyzerPool {
     decode: DecodeConfig,
     logLevel: string,
     pictureMaxSide: number,
+    tuning?: Tuning,
   ): Promise<{ slot: Slot; ready: WorkerReady }> {
     const worker = new Worker(workerUrl('analyzer.worker'), {
-      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide } satisfies WorkerData,
+      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide, ...(tuning ? { tuning } : {}) } satisfies WorkerData,
     });
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(new InternalError(`inference worker failed to start: ${e.message}`, { cause: e }));

@@ -9,6 +9,8 @@ import { ArcFaceEmbedder } from './arcface.embedder.js';
 import { decodeImage, type DecodedImage } from './image-decoder.js';
 import { checkModelFile, readModelPack, type ModelPack } from './model-pack.js';
 import { createSession } from './onnx-session.js';
+import { describeChoice, sessionOptionsFor, type Tuning } from './session-choice.js';
+import { tuneSessions } from './session-tuner.js';
 import { iou, nms, uprightTurns, type Candidate, type QuarterTurns, type Region } from './scrfd.js';
 import { ScrfdDetector } from './scrfd.detector.js';
 
@@ -45,15 +47,27 @@ export class FaceAnalyzer {
     private readonly decodeConfig: DecodeConfig,
     /** The match threshold in force: configuration, else the pack's recommendation. */
     readonly threshold: number,
+    /** The session settings of each model, and how they were chosen (./session-tuner.ts). */
+    readonly tuning: Tuning,
   ) {}
 
-  static async load(inference: InferenceConfig, decode: DecodeConfig, log: Logger): Promise<FaceAnalyzer> {
+  /**
+   * `tuning`: session settings chosen before (by the first inference worker, for the others);
+   * without it they are chosen now (measured on this CPU, or from the tuning cache).
+   */
+  static async load(inference: InferenceConfig, decode: DecodeConfig, log: Logger, tuning?: Tuning): Promise<FaceAnalyzer> {
     const pack = await readModelPack(inference.modelPack);
     const [detFile, embFile] = await Promise.all([
       checkModelFile(inference.modelsDir, pack.detector, inference.verifyModels),
       checkModelFile(inference.modelsDir, pack.embedder, inference.verifyModels),
     ]);
-    const [det, emb] = await Promise.all([createSession(detFile, inference, log), createSession(embFile, inference, log)]);
+    const tuned =
+      tuning ??
+      (await tuneSessions(inference, { detector: { file: detFile, inputSize: pack.detector.inputSize }, embedder: { file: embFile, inputSize: pack.embedder.inputSize } }, log));
+    const [det, emb] = await Promise.all([
+      createSession(detFile, sessionOptionsFor(inference, tuned.detector.choice), log),
+      createSession(embFile, sessionOptionsFor(inference, tuned.embedder.choice), log),
+    ]);
     const analyzer = new FaceAnalyzer(
       pack,
       new ScrfdDetector(det, pack.detector, detFile),
@@ -61,9 +75,16 @@ export class FaceAnalyzer {
       { scoreThreshold: inference.detScore, nmsIou: inference.nmsIou, minFaceSize: inference.minFaceSize },
       decode,
       inference.matchThreshold ?? pack.threshold,
+      tuned,
     );
     log.info(
-      { pack: pack.name, provider: det.provider, threshold: analyzer.threshold, batchedEmbedder: analyzer.embedder.batched },
+      {
+        pack: pack.name,
+        provider: det.provider,
+        threshold: analyzer.threshold,
+        batchedEmbedder: analyzer.embedder.batched,
+        sessions: { detector: describeChoice(tuned.detector.choice), embedder: describeChoice(tuned.embedder.choice) },
+      },
       'face models ready',
     );
     return analyzer;

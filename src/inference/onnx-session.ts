@@ -3,6 +3,7 @@
  * CPU when the CUDA provider cannot load (no GPU, no CUDA/cuDNN libraries in the image).
  */
 import * as ort from 'onnxruntime-node';
+import type { OrtLevel } from '../config/config.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ModelMismatchError } from '../domain/errors.js';
 
@@ -11,6 +12,13 @@ export interface SessionOptions {
   cudaDeviceId: number;
   intraOpThreads: number;
   interOpThreads: number;
+  /** Graph optimisation level on the CPU; default all (CUDA always gets all). */
+  graphOptimizationLevel?: OrtLevel;
+  /**
+   * Whether idle intra-op threads spin (onnxruntime's default) or sleep: sleeping ones leave the
+   * cores to other workers' sessions.
+   */
+  spinning?: boolean;
 }
 
 export interface LoadedSession {
@@ -21,12 +29,14 @@ export interface LoadedSession {
 
 function baseOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
   return {
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: o.device === 'cuda' ? 'all' : (o.graphOptimizationLevel ?? 'all'),
     // Severity 3 = errors only: SCRFD exports declare 640x640 output shapes and warn on every run at
     // any other input size.
     logSeverityLevel: 3,
     ...(o.intraOpThreads > 0 ? { intraOpNumThreads: o.intraOpThreads } : {}),
     ...(o.interOpThreads > 0 ? { interOpNumThreads: o.interOpThreads } : {}),
+    // The Node binding joins the keys with dots: the session config entry session.intra_op.allow_spinning.
+    ...(o.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 

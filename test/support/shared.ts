@@ -17,11 +17,13 @@ const STORE_ENV = /^FACEMATCH_(VECTOR_STORE|MATCH_STORE|OBJECT_STORE|POSTGRES_|S
 
 /**
  * Configuration for tests: the `test` pack from ../shared/models, embedded stores unless the
- * environment selects real ones (npm run test:integration), other defaults untouched.
+ * environment selects real ones (npm run test:integration), onnxruntime session tuning off (the
+ * static settings: no test pays the measuring, none writes the user's tuning cache; the tuner has
+ * its own tests), other defaults untouched.
  */
 export function testConfig(extra: Record<string, string> = {}): Config {
   const stores = Object.fromEntries(Object.entries(process.env).filter(([k]) => STORE_ENV.test(k)));
-  return parseConfig({ FACEMATCH_MODEL_PACK: 'test', FACEMATCH_MODELS_DIR: MODELS_DIR, ...stores, ...extra });
+  return parseConfig({ FACEMATCH_MODEL_PACK: 'test', FACEMATCH_MODELS_DIR: MODELS_DIR, FACEMATCH_ORT_TUNING: 'off', ...stores, ...extra });
 }
 
 let analyzer: Promise<FaceAnalyzer> | undefined;

@@ -11,7 +11,7 @@ import { FaceAnalyzer } from '../face-analyzer.js';
 import type { Picture } from '../../domain/face.js';
 import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
 
-const { inference, decode, logLevel, pictureMaxSide } = workerData as WorkerData;
+const { inference, decode, logLevel, pictureMaxSide, tuning } = workerData as WorkerData;
 const port = parentPort!;
 
 /**
@@ -33,7 +33,7 @@ async function handOver(picture: Picture): Promise<Picture> {
 }
 
 try {
-  const analyzer = await FaceAnalyzer.load(inference, decode, createLogger(logLevel));
+  const analyzer = await FaceAnalyzer.load(inference, decode, createLogger(logLevel), tuning);
   // Warm-up: the first run of a session allocates and optimises; do it before reporting ready.
   await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
   port.on('message', (req: AnalyzeRequest) => {
@@ -57,6 +57,7 @@ try {
     threshold: analyzer.threshold,
     dimension: analyzer.embedder.dimension,
     provider: analyzer.detector.provider,
+    tuning: analyzer.tuning,
   } satisfies WorkerReady);
 } catch (error) {
   port.postMessage({ ready: false, error: toFacematchError(error).toJSON() } satisfies WorkerFailed);

@@ -3,6 +3,7 @@ import type { DecodeConfig, InferenceConfig } from '../../config/config.js';
 import type { ErrorCode } from '../../domain/errors.js';
 import type { DrawnFace, FaceAnalysis, Picture } from '../../domain/face.js';
 import type { AnnotateOptions } from '../annotate.js';
+import type { Tuning } from '../session-choice.js';
 
 export interface WorkerData {
   /** Which worker (./entry.ts). */
@@ -12,6 +13,8 @@ export interface WorkerData {
   logLevel: string;
   /** Pictures handed back are shrunk to fit this many pixels on their longer side (0: as decoded). */
   pictureMaxSide: number;
+  /** Session settings the first worker chose; absent in the first worker (it chooses them). */
+  tuning?: Tuning;
 }
 
 export interface AnalyzeRequest {
@@ -33,6 +36,7 @@ export interface WorkerReady {
   threshold: number;
   dimension: number;
   provider: 'cpu' | 'cuda';
+  tuning: Tuning;
 }
 
 export interface WorkerFailed {
