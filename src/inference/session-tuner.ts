@@ -11,8 +11,9 @@
  * 2. with the winning level, when the session has more than one intra-op thread: one thread, and
  *    the configured threads without spinning (idle threads sleep instead of busy-waiting).
  *
- * The candidates of a step are timed in turns (one run of each, in rotating order, repeated), so a
- * burst of load elsewhere on the machine slows them alike; each gets one untimed warm-up run first.
+ * The candidates of a step are timed in turns (one untimed then one timed run of each, in rotating
+ * order, repeated), so a burst of load elsewhere on the machine slows them alike; each gets one
+ * untimed warm-up run first.
  * The result is cached per CPU model, core count, onnxruntime version, model file (name, size,
  * mtime), input size and thread count, so a restart does not measure again. Caveats: timings
  * taken on a busy machine (load average above the core count: a warning says so) are cached too;
@@ -48,7 +49,7 @@ const EMBED_BATCH = 8;
 /** How much faster (a share) a candidate must be to replace the static choice or the step 1 winner. */
 const MARGIN = 0.05;
 /** Bumped when the candidates or the timing change, so that old cache entries are not used. */
-const TUNER_VERSION = 1;
+const TUNER_VERSION = 2;
 
 const choiceSchema = z.object({ level: z.enum(ORT_LEVELS), threads: z.number().int().min(0), spinning: z.boolean() });
 const entrySchema = z.object({
@@ -142,8 +143,8 @@ function feedsFor(session: ort.InferenceSession, shapes: number[][]): Record<str
 }
 
 /**
- * Times each choice: sessions created, one warm-up pass each, then `runs` rounds of one pass of
- * each in rotating order. Returns the median pass time of each, and the shapes timed. (Exported
+ * Times each choice: sessions created, one warm-up pass each, then `runs` rounds of one untimed and
+ * one timed pass of each in rotating order. Returns the median pass time of each, and the shapes timed. (Exported
  * for bench/ort-tuning.bench.ts, which re-times the choice against the static one.)
  */
 export async function timeChoices(
@@ -171,6 +172,9 @@ export async function timeChoices(
     for (let round = 0; round < runs; round++) {
       for (let k = 0; k < sessions.length; k++) {
         const i = (round + k) % sessions.length;
+        // An untimed pass first: the intra-op threads of the session timed just before may still be
+        // spinning, and timed straight after them a session ran about 2x slower here.
+        await pass(sessions[i]!);
         times[i]!.push(await pass(sessions[i]!));
       }
     }
