@@ -22,6 +22,13 @@ export function alignmentToImage(landmarks: Landmarks, size: readonly [number, n
   return invertAffine(estimateSimilarity(landmarks, dst));
 }
 
+/**
+ * Most faces per run of a dynamic-batch model. Beyond 8 faces a run costs the same per face on the
+ * CPU (npm run bench:embed), while the activations grow with the batch: a crowd of hundreds in one
+ * run would hold hundreds of MB at once. So a crowd goes through in runs of this many.
+ */
+export const MAX_BATCH = 32;
+
 export class ArcFaceEmbedder {
   readonly provider: 'cpu' | 'cuda';
   readonly dimension: number;
@@ -73,7 +80,7 @@ export class ArcFaceEmbedder {
     faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, batch, i * per));
     const alignMs = performance.now() - t0;
     const embeddings: Float32Array[] = [];
-    const size = this.batched ? Math.max(1, faces.length) : 1;
+    const size = this.batched ? Math.min(MAX_BATCH, Math.max(1, faces.length)) : 1;
     for (let start = 0; start < faces.length; start += size) {
       const n = Math.min(size, faces.length - start);
       const tensor = new ort.Tensor('float32', batch.subarray(start * per, (start + n) * per), [n, 3, h, w]);

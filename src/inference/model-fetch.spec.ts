@@ -151,6 +151,18 @@ describe('fetchModelPack', () => {
     expect(server.requests.length).toBe(before + 1);
   });
 
+  it('downloads the source of a derived embedder, then derives it (test-batched)', async () => {
+    const modelsDir = await tempModelsDir();
+    const batched = await readModelPack('test-batched');
+    const result = await fetchModelPack(batched, modelsDir, { url: server.url('/both.zip') });
+    expect(result.map((r) => [r.file, r.status])).toEqual([
+      [DETECTOR, 'downloaded'],
+      [EMBEDDER, 'downloaded'],
+      [batched.embedder.file, 'derived'],
+    ]);
+    expect(await sha256File(result[2]!.path)).toBe(batched.embedder.sha256);
+  });
+
   it('follows redirects, as GitHub release downloads need', async () => {
     const modelsDir = await tempModelsDir();
     const result = await fetchModelPack(pack, modelsDir, { url: server.url('/releases/download/v1/test.zip') });

@@ -20,7 +20,7 @@ import {
   SourceNotFoundError,
   SourceUnreachableError,
 } from '../domain/errors.js';
-import { modelPath, sha256File, type ModelPack } from './model-pack.js';
+import { checkModelFile, modelPath, sha256File, type ModelPack } from './model-pack.js';
 
 export interface FetchProgress {
   /** The file being downloaded (the zip's name). */
@@ -42,7 +42,8 @@ export interface FetchedModel {
   file: string;
   path: string;
   sha256: string;
-  status: 'downloaded' | 'present';
+  /** `derived`: made from another file of the pack (the manifest's `derivedFrom`), not downloaded. */
+  status: 'downloaded' | 'present' | 'derived';
 }
 
 type ModelSpec = { file: string; sha256: string };
@@ -52,14 +53,23 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 
 /**
  * Makes sure the pack's detector and embedder are in `modelsDir` with the manifest's sha256,
- * downloading the pack's zip unless both already are.
+ * downloading the pack's zip unless both already are. A derived embedder is made from its source
+ * file once that is there (see checkModelFile).
  */
 export async function fetchModelPack(
   pack: ModelPack,
   modelsDir: string,
   opts: FetchOptions = {},
 ): Promise<FetchedModel[]> {
-  const specs: ModelSpec[] = [pack.detector, pack.embedder];
+  const fetched = await fetchFiles(pack, modelsDir, opts);
+  const { derivedFrom } = pack.embedder;
+  if (!derivedFrom) return fetched;
+  const file = await checkModelFile(modelsDir, pack.embedder, true);
+  return [...fetched, { file: pack.embedder.file, path: file, sha256: pack.embedder.sha256, status: 'derived' }];
+}
+
+async function fetchFiles(pack: ModelPack, modelsDir: string, opts: FetchOptions): Promise<FetchedModel[]> {
+  const specs: ModelSpec[] = [pack.detector, pack.embedder.derivedFrom ?? pack.embedder];
   if (await allPresent(modelsDir, specs)) {
     return specs.map((s) => result(modelsDir, s, 'present'));
   }
