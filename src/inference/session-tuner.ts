@@ -46,6 +46,12 @@ export interface TuneOptions {
 const TUNED_LEVELS: readonly OrtLevel[] = ['basic', 'extended', 'all'];
 /** The batch an embedder with a dynamic batch axis is also timed at (a group photo's faces). */
 const EMBED_BATCH = 8;
+/**
+ * About how long a step's timed rounds may take: a slow model (ArcFace R50 at batch 1 + 8 is about
+ * 0.5 s a pass) gets fewer than the asked runs, but at least MIN_RUNS (unless fewer are asked).
+ */
+const STEP_BUDGET_MS = 4000;
+const MIN_RUNS = 2;
 /** How much faster (a share) a candidate must be to replace the static choice or the step 1 winner. */
 const MARGIN = 0.05;
 /** Bumped when the candidates or the timing change, so that old cache entries are not used. */
@@ -56,6 +62,8 @@ const entrySchema = z.object({
   choice: choiceSchema,
   candidates: z.array(z.object({ choice: choiceSchema, ms: z.number() })),
   shapes: z.array(z.array(z.number())),
+  /** Timed runs per candidate (fewer than asked for a slow model: STEP_BUDGET_MS). */
+  runs: z.number().int().optional(),
   measuredAt: z.string(),
   /** The 1-minute load average when the measuring ended (above the core count: disturbed timings). */
   loadAverage: z.number().optional(),
@@ -154,7 +162,7 @@ export async function timeChoices(
   choices: readonly SessionChoice[],
   runs: number,
   log: Logger,
-): Promise<{ ms: number[]; shapes: number[][] }> {
+): Promise<{ ms: number[]; shapes: number[][]; rounds: number }> {
   const sessions: ort.InferenceSession[] = [];
   try {
     for (const choice of choices) {
@@ -167,9 +175,13 @@ export async function timeChoices(
       for (const feed of feeds) await session.run(feed);
       return performance.now() - t0;
     };
-    for (const session of sessions) await pass(session);
+    const warmUp: number[] = [];
+    for (const session of sessions) warmUp.push(await pass(session));
+    // A large model (or a busy machine) gets fewer rounds, so that a step stays near STEP_BUDGET_MS.
+    const affordable = Math.floor(STEP_BUDGET_MS / (2 * sessions.length * Math.max(1, ...warmUp)));
+    const rounds = Math.min(runs, Math.max(MIN_RUNS, affordable));
     const times: number[][] = sessions.map(() => []);
-    for (let round = 0; round < runs; round++) {
+    for (let round = 0; round < rounds; round++) {
       for (let k = 0; k < sessions.length; k++) {
         const i = (round + k) % sessions.length;
         // An untimed pass first: the intra-op threads of the session timed just before may still be
@@ -178,7 +190,7 @@ export async function timeChoices(
         times[i]!.push(await pass(sessions[i]!));
       }
     }
-    return { ms: times.map(median), shapes };
+    return { ms: times.map(median), shapes, rounds };
   } finally {
     await Promise.all(sessions.map((s) => s.release()));
   }
@@ -220,7 +232,7 @@ async function measure(
       'onnxruntime session settings measured on a busy machine; delete the tuning cache to measure again when it is quiet',
     );
   }
-  return { choice: best.choice, candidates, shapes: first.shapes, measuredAt: new Date().toISOString(), loadAverage };
+  return { choice: best.choice, candidates, shapes: first.shapes, runs: first.rounds, measuredAt: new Date().toISOString(), loadAverage };
 }
 
 /**
@@ -244,7 +256,6 @@ export async function tuneSessions(
     tuneMs: 0,
   });
   let cache: CacheFile | undefined;
-  const added: Record<string, CacheEntry> = {};
   const tuneOne = async (role: ModelRole): Promise<ModelTuning> => {
     const level = inference.ortOptimization[role];
     if (level) return fixed(level, 'override');
@@ -258,7 +269,8 @@ export async function tuneSessions(
     }
     const hit = cache.entries[key];
     const entry = hit ?? (await measure(inference, role, models[role], runs, log));
-    if (!hit) added[key] = entry;
+    // Written as soon as each model is measured: a start cut short (a startup probe) keeps it.
+    if (!hit) await writeCache(inference.tuningCache, { [key]: entry }, log);
     const tuning: ModelTuning = {
       choice: entry.choice,
       source: hit ? 'cache' : 'measured',
@@ -274,6 +286,7 @@ export async function tuneSessions(
         source: tuning.source,
         candidates: Object.fromEntries(tuning.candidates.map((c, i) => [`${i + 1}. ${describeChoice(c.choice)}`, Math.round(c.ms * 100) / 100])),
         shapes: tuning.shapes.map((s) => s.join('x')),
+        ...(entry.runs === undefined ? {} : { runs: entry.runs }),
         tuneMs: Math.round(tuning.tuneMs),
       },
       'onnxruntime session settings chosen',
@@ -282,6 +295,5 @@ export async function tuneSessions(
   };
   const detector = await tuneOne('detector');
   const embedder = await tuneOne('embedder');
-  if (Object.keys(added).length > 0) await writeCache(inference.tuningCache, added, log);
   return { detector, embedder };
 }
