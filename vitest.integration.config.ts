@@ -78,7 +78,8 @@ export default defineConfig({
     sequence: { sequencer: IntegrationOrder },
     pool: 'forks',
     fileParallelism: false,
-    env: serverEnv(),
+    // As in vitest.config.ts: the services started here keep the static session settings.
+    env: { FACEMATCH_ORT_TUNING: process.env.FACEMATCH_ORT_TUNING ?? 'off', ...serverEnv() },
     testTimeout: 120_000,
     hookTimeout: 300_000,
     reporters: ['default', 'json'],
