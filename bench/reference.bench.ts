@@ -19,9 +19,10 @@
  * Prints a table and writes bench/out/reference.json.
  *
  * Environment: BENCH_ITERATIONS (default 5 per side, after one warm-up each), BENCH_THREADS (intra-op
- * threads of both sides' onnxruntime sessions, default all cores), BENCH_PYTHON_SPINNING=0 (the
- * Python side's idle threads sleep, as facematch's may when its session tuner chose so; the default
- * is insightface's: onnxruntime's spinning), PYTHON (for the setup), and the
+ * threads, default all cores), BENCH_PYTHON_SPINNING (0 or 1; by default the Python side's sessions
+ * take the intra-op threads and spinning of facematch's sessions in force, which its session tuner,
+ * where there is one, may have chosen: idle threads that spin cost a loaded machine dearly, so a
+ * difference there would be measured instead of the pipelines), PYTHON (for the setup), and the
  * usual FACEMATCH_* variables; the model pack defaults to `test` and the models directory to
  * ../shared/models.
  */
@@ -64,8 +65,8 @@ const SAME_FACE_IOU = 0.5;
 
 const iterations = positiveEnv('BENCH_ITERATIONS', 5);
 const threads = positiveEnv('BENCH_THREADS', os.availableParallelism());
-/** BENCH_PYTHON_SPINNING=0: the Python side's idle intra-op threads sleep (insightface leaves onnxruntime's default, spinning). */
-const pythonSpinning = process.env.BENCH_PYTHON_SPINNING !== '0';
+const spinningEnv = process.env.BENCH_PYTHON_SPINNING;
+if (spinningEnv !== undefined && spinningEnv !== '0' && spinningEnv !== '1') throw new Error('BENCH_PYTHON_SPINNING must be 0 or 1');
 
 const config = parseConfig({
   ...process.env,
@@ -98,8 +99,7 @@ interface RefReady {
   opencv: string;
   numpy: string;
   python: string;
-  intra_op_threads: number;
-  spinning: boolean;
+  sessions: Record<Role, { threads: number; spinning: boolean }>;
   cv2_threads: number;
   det_size: number[];
   det_thresh: number;
@@ -134,7 +134,7 @@ class Reference {
     this.lines = lines;
   }
 
-  static async start(python: string, work: string, pack: ModelPack): Promise<Reference> {
+  static async start(python: string, work: string, pack: ModelPack, sessions: Record<Role, SessionSetting>): Promise<Reference> {
     const { detector, embedder } = pack;
     const dir = config.inference.modelsDir;
     const child = spawn(
@@ -144,8 +144,10 @@ class Reference {
         '--det', path.join(dir, detector.file),
         '--rec', path.join(dir, embedder.file),
         '--work', work,
-        '--threads', String(threads),
-        ...(pythonSpinning ? [] : ['--no-spinning']),
+        '--det-threads', String(sessions.detector.threads),
+        '--det-spinning', sessions.detector.spinning ? '1' : '0',
+        '--rec-threads', String(sessions.embedder.threads),
+        '--rec-spinning', sessions.embedder.spinning ? '1' : '0',
         '--det-size', String(detector.inputSize[0]),
         '--det-thresh', String(config.inference.detScore),
         '--nms', String(config.inference.nmsIou),
@@ -184,27 +186,45 @@ class Reference {
   }
 }
 
+type Role = 'detector' | 'embedder';
+
 interface SessionSetting {
   level: string;
+  /** 0: onnxruntime's default. */
   threads: number;
   spinning: boolean;
+  /** How facematch chose it (its session tuner's source), or `static`. */
+  source: string;
 }
 
 /**
  * facematch's session settings in force, per model: what its session tuner chose where the analyzer
  * has one (it may pick another optimisation level, one thread, or no spinning on this CPU), else
- * the static settings (graph optimisation `all`, the configured threads).
+ * the static settings (graph optimisation `all`, the configured threads, spinning).
  */
-function facematchSessions(analyzer: FaceAnalyzer): string {
-  const tuning = (analyzer as unknown as { tuning?: Record<string, { choice?: SessionSetting; source?: string } | undefined> }).tuning;
-  const one = (role: string): string => {
+function facematchSessions(analyzer: FaceAnalyzer): Record<Role, SessionSetting> {
+  const tuning = (analyzer as unknown as { tuning?: Record<string, { choice?: Omit<SessionSetting, 'source'>; source?: string } | undefined> })
+    .tuning;
+  const one = (role: Role): SessionSetting => {
     const t = tuning?.[role];
-    if (!t?.choice) return `all, ${threads} threads`;
-    const c = t.choice;
-    return `${c.level}, ${c.threads === 0 ? 'default' : c.threads} threads${c.spinning ? '' : ', no spinning'} (${t.source ?? '?'})`;
+    return t?.choice ? { ...t.choice, source: t.source ?? '?' } : { level: 'all', threads, spinning: true, source: 'static' };
   };
-  return `detector ${one('detector')}; embedder ${one('embedder')}`;
+  return { detector: one('detector'), embedder: one('embedder') };
 }
+
+/** The Python side's: facematch's threads, and its spinning unless BENCH_PYTHON_SPINNING says otherwise. */
+function pythonSessions(fm: Record<Role, SessionSetting>): Record<Role, SessionSetting> {
+  const one = (s: SessionSetting): SessionSetting => ({
+    level: 'all',
+    threads: s.threads,
+    spinning: spinningEnv === undefined ? s.spinning : spinningEnv === '1',
+    source: spinningEnv === undefined ? 'as facematch' : 'BENCH_PYTHON_SPINNING',
+  });
+  return { detector: one(fm.detector), embedder: one(fm.embedder) };
+}
+
+const describeSession = (s: SessionSetting): string =>
+  `${s.level}, ${s.threads === 0 ? 'default' : s.threads} threads, ${s.spinning ? 'spinning' : 'no spinning'} (${s.source})`;
 
 /** CPU time (ms) of process `pid` from /proc (user + system, ticks of 10 ms); null elsewhere. */
 async function processCpuMs(pid: number | undefined): Promise<number | null> {
@@ -325,7 +345,9 @@ async function main(): Promise<void> {
   const setup = await setupReference();
   const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
   // The venv's python is <pyref>/venv/bin/python: FaceAnalysis's model folder goes in <pyref>.
-  const ref = await Reference.start(setup.python, path.resolve(setup.python, '..', '..', '..'), analyzer.pack);
+  const fmSessions = facematchSessions(analyzer);
+  const pySessions = pythonSessions(fmSessions);
+  const ref = await Reference.start(setup.python, path.resolve(setup.python, '..', '..', '..'), analyzer.pack, pySessions);
 
   const results: PhotoResult[] = [];
   let otherShare: number | null = null;
@@ -380,12 +402,12 @@ async function main(): Promise<void> {
   console.log(
     `facematch vs the InsightFace Python pipeline: ${cpuDescription(cpus)}, pack ${analyzer.pack.name} ` +
       `(${analyzer.pack.detector.file} + ${analyzer.pack.embedder.file}), ${iterations} interleaved runs per side after 1 warm-up, ` +
-      `intra-op threads ${threads} on both sides\n` +
+      `BENCH_THREADS ${threads}\n` +
       `  facematch: Node ${process.version}, onnxruntime-node ${machineInfo(cpus).onnxruntime}, detector input ${analyzer.pack.detector.inputSize.join('x')} ` +
       `(longest side; the other side follows the photo's aspect), score ${config.inference.detScore}, NMS ${config.inference.nmsIou}, decode max side ${config.decode.maxSide}; ` +
-      `sessions: ${facematchSessions(analyzer)}\n` +
+      `sessions: detector ${describeSession(fmSessions.detector)}; embedder ${describeSession(fmSessions.embedder)}\n` +
       `  python:    insightface ${rd.insightface}, onnxruntime ${rd.onnxruntime}, OpenCV ${rd.opencv} (${rd.cv2_threads} threads), numpy ${rd.numpy}, Python ${rd.python}; ` +
-      `${rd.spinning ? 'spinning' : 'no spinning'}, det_size ${rd.det_size.join('x')}, det_thresh ${rd.det_thresh}, NMS ${rd.nms}, embedder mean/std ${rd.rec_mean_std.join('/')} ` +
+      `sessions: detector ${describeSession(pySessions.detector)}; embedder ${describeSession(pySessions.embedder)}; det_size ${rd.det_size.join('x')}, det_thresh ${rd.det_thresh}, NMS ${rd.nms}, embedder mean/std ${rd.rec_mean_std.join('/')} ` +
       `(insightface's own guess ${rd.rec_guessed_mean_std.join('/')}), full-resolution cv2.imdecode\n` +
       `  reference setup ${setup.seconds.toFixed(1)} s; other processes used ${pct(otherShare, 'an unknown share')} of the CPUs\n`,
   );
@@ -408,8 +430,8 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     pack: analyzer.pack.name,
     iterations,
-    intra_op_threads: threads,
-    facematch_sessions: facematchSessions(analyzer),
+    bench_threads: threads,
+    sessions: { facematch: fmSessions, python: pySessions },
     decode_max_side: config.decode.maxSide,
     machine: { ...machineInfo(cpus), other_processes_cpu_share: roundShare(otherShare) },
     python: rd,

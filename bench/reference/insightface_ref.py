@@ -4,8 +4,8 @@ Benchmark tooling only (never part of the product). Runs insightface's FaceAnaly
 + norm_crop alignment + ArcFaceONNX embedding) on the same model files as facematch's `test` pack,
 with facematch's settings: detector input 640x640, score threshold 0.5, NMS IoU 0.4.
 
-    python insightface_ref.py --det DET.onnx --rec REC.onnx --work DIR [--threads N] [--no-spinning]
-        [--rec-mean 127 --rec-std 128]
+    python insightface_ref.py --det DET.onnx --rec REC.onnx --work DIR [--det-threads N --rec-threads N]
+        [--det-spinning 0|1 --rec-spinning 0|1] [--rec-mean 127 --rec-std 128]
 
 Protocol (binary stdin, text stdout, one request at a time):
   request:  one JSON line {"name": str, "size": int, "embeddings": bool}, then `size` bytes of an
@@ -32,8 +32,10 @@ def main() -> None:
     parser.add_argument("--det", required=True, help="SCRFD detector .onnx")
     parser.add_argument("--rec", required=True, help="ArcFace-layout embedder .onnx")
     parser.add_argument("--work", required=True, help="folder for the model directory FaceAnalysis reads")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-    parser.add_argument("--no-spinning", action="store_true", help="idle intra-op threads sleep instead of spinning")
+    # onnxruntime session settings per model, so that they can match facematch's.
+    for model in ("det", "rec"):
+        parser.add_argument(f"--{model}-threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
+        parser.add_argument(f"--{model}-spinning", type=int, choices=(0, 1), default=1, help="idle intra-op threads spin (1, onnxruntime's default) or sleep (0)")
     parser.add_argument("--det-size", type=int, default=640)
     parser.add_argument("--det-thresh", type=float, default=0.5)
     parser.add_argument("--nms", type=float, default=0.4)
@@ -57,17 +59,20 @@ def main() -> None:
     for f in (args.det, args.rec):
         os.symlink(os.path.abspath(f), os.path.join(model_dir, os.path.basename(f)))
 
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if args.threads > 0:
-        options.intra_op_num_threads = args.threads
-    if args.no_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    def session_options(threads: int, spinning: int) -> "onnxruntime.SessionOptions":
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
     app = FaceAnalysis(
         name=model_dir,
         allowed_modules=["detection", "recognition"],
         providers=["CPUExecutionProvider"],
-        sess_options=options,
+        sess_options=session_options(args.det_threads, args.det_spinning),
     )
     app.prepare(ctx_id=0, det_thresh=args.det_thresh, det_size=(args.det_size, args.det_size))
     det = app.models["detection"]
@@ -75,6 +80,13 @@ def main() -> None:
     if rec is None:
         raise SystemExit(f"insightface did not route {args.rec} to its recognition model")
     det.nms_thresh = args.nms
+    # FaceAnalysis gives every model the same session options; the embedder's may differ.
+    if (args.rec_threads, args.rec_spinning) != (args.det_threads, args.det_spinning):
+        rec.session = onnxruntime.InferenceSession(
+            rec.model_file,
+            sess_options=session_options(args.rec_threads, args.rec_spinning),
+            providers=["CPUExecutionProvider"],
+        )
     # ArcFaceONNX guesses the input normalisation from the graph's first nodes (127.5/127.5, or 0/1
     # when the graph subtracts and scales itself); the model pack's manifest is the truth.
     guessed = {"mean": rec.input_mean, "std": rec.input_std}
@@ -90,8 +102,10 @@ def main() -> None:
         "opencv": cv2.__version__,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
-        "intra_op_threads": args.threads,
-        "spinning": not args.no_spinning,
+        "sessions": {
+            "detector": {"threads": args.det_threads, "spinning": bool(args.det_spinning)},
+            "embedder": {"threads": args.rec_threads, "spinning": bool(args.rec_spinning)},
+        },
         "cv2_threads": cv2.getNumThreads(),
         "det_size": list(det.input_size),
         "det_thresh": det.det_thresh,
