@@ -1,14 +1,15 @@
 /**
  * npm run bench:embed — is one embedder run over several faces faster than one run per face?
  *
- * Faces: the largest EMBED_FACES faces (default 64) of the crowd photo, detected and aligned once
+ * Faces: the largest EMBED_FACES faces (default 32) of the crowd photo, detected and aligned once
  * with the `test` pack, so every configuration embeds the same tensors.
  *
  * Table 1, ms per face: the test embedder as shipped (fixed [1,3,112,112] input, one run per face)
  * against its dynamic-batch variant (models/test-batched.json, derived at first use) in batches of
- * 1, 2, 4, 8, 16, 32 and 64, at graph optimisation levels 'extended' and 'all' and 1 or 2 intra-op
- * threads. Every configuration runs once per round, rounds rotate the order (A B C, B C A, ...),
- * and the table shows the median over EMBED_ROUNDS rounds (default 3) with the spread (max/min).
+ * 1, 2, 4, 8, 16 and 32, at graph optimisation levels 'extended' and 'all' and 1 or 2 intra-op
+ * threads. Every configuration embeds the faces once per round, in an order shuffled each round (a
+ * burst of load elsewhere then hits different configurations), and the table shows the median over
+ * EMBED_ROUNDS rounds (default 9) with the spread (max/min).
  *
  * Table 2, across requests: two photos of EMBED_PAIR_FACES faces each (default 6, the size of a
  * typical group shot), embedded (a) in two worker threads with a session each, 1 intra-op thread,
@@ -30,15 +31,16 @@ import { sampleToTensor } from '../src/inference/geometry.js';
 import { checkModelFile, readModelPack } from '../src/inference/model-pack.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { readFile } from 'node:fs/promises';
+import { seededRandom } from '../test/support/seeded-random.js';
 import { GROUPS_DIR, SHARED, cpuSnapshot, cpuShares, f1, machineInfo, median, positiveEnv, table, writeReport } from './support.js';
 
 const MODELS_DIR = path.join(SHARED, 'models');
 const CROWD = 'insightface-rest_lumia.jpg';
-const FACES = positiveEnv('EMBED_FACES', 64);
-const ROUNDS = positiveEnv('EMBED_ROUNDS', 3);
+const FACES = positiveEnv('EMBED_FACES', 32);
+const ROUNDS = positiveEnv('EMBED_ROUNDS', 9);
 const PAIR_FACES = positiveEnv('EMBED_PAIR_FACES', 6);
 const PAIR_ROUNDS = positiveEnv('EMBED_PAIR_ROUNDS', 15);
-const BATCHES = [1, 2, 4, 8, 16, 32, 64];
+const BATCHES = [1, 2, 4, 8, 16, 32];
 const LEVELS = ['extended', 'all'] as const;
 const THREADS = [1, 2];
 const PER = 3 * 112 * 112;
@@ -124,8 +126,15 @@ function startWorker(file: string, level: Level): Promise<Worker> {
 
 function workerRun(worker: Worker, tensors: Float32Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    worker.once('message', () => resolve());
-    worker.once('error', reject);
+    const done = (): void => {
+      worker.off('error', fail);
+      resolve();
+    };
+    const fail = (error: Error): void => {
+      worker.off('message', done);
+      reject(error);
+    };
+    worker.once('message', done).once('error', fail);
     worker.postMessage(tensors.slice());
   });
 }
@@ -152,12 +161,10 @@ async function main(): Promise<void> {
   for (const c of cases) await embedAll(c.session, tensors, Math.min(faces, 2 * c.batch), c.batch); // warm-up
 
   const cpu0 = await cpuSnapshot();
+  const random = seededRandom(14);
   for (let round = 0; round < ROUNDS; round++) {
-    const shift = Math.floor((round * cases.length) / ROUNDS);
-    for (let i = 0; i < cases.length; i++) {
-      const c = cases[(i + shift) % cases.length]!;
-      c.msPerFace.push((await embedAll(c.session, tensors, faces, c.batch)) / faces);
-    }
+    const order = cases.map((c) => ({ c, key: random() })).sort((p, q) => p.key - q.key);
+    for (const { c } of order) c.msPerFace.push((await embedAll(c.session, tensors, faces, c.batch)) / faces);
     process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
   }
   const shares = cpuShares(cpu0, await cpuSnapshot());

@@ -23,11 +23,12 @@ export function alignmentToImage(landmarks: Landmarks, size: readonly [number, n
 }
 
 /**
- * Most faces per run of a dynamic-batch model. Beyond 8 faces a run costs the same per face on the
- * CPU (npm run bench:embed), while the activations grow with the batch: a crowd of hundreds in one
- * run would hold hundreds of MB at once. So a crowd goes through in runs of this many.
+ * Most faces per run of a dynamic-batch model. Larger batches showed no clear gain per face on 2
+ * CPU cores (npm run bench:embed), while onnxruntime's memory grows with the batch and stays held:
+ * the test embedder's peak RSS rose by 60 MB at 8 faces a run, 115 MB at 16, 225 MB at 32 and
+ * 600 MB with a 114-face crowd in one run. So a crowd goes through in runs of this many.
  */
-export const MAX_BATCH = 32;
+export const MAX_BATCH = 16;
 
 export class ArcFaceEmbedder {
   readonly provider: 'cpu' | 'cuda';
