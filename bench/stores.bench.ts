@@ -7,8 +7,12 @@
  *   npm run bench:stores
  *
  * Data: synthetic unit vectors of 512 dimensions (ArcFace's), from a seeded PRNG, spread over a few
- * events. Each query is a stored face perturbed to cosine 0.9 of it, searched in that face's event
- * (limit 10): the face must come first ("top-1"), which checks that the fast answer is also right.
+ * events, of two kinds: `random`, uniformly random (the hard case for an approximate index), and
+ * `faces`, as a face model makes them: people of 20 photos each, every face at cosine 0.7 to its
+ * person's centre, a person's faces in one event. Each query is a stored face perturbed to cosine
+ * 0.9 of it, searched in that face's event (limit 10): the face must come first ("top-1"), which
+ * checks that the fast answer is also right; "exact" is the share whose first hit is the exact
+ * nearest of the event (brute force here).
  * Writes go through the adapters' upsert(), in batches, as the service writes.
  *
  * Milvus is measured after its writes are flushed and indexed (what a store that has been running a
@@ -16,12 +20,13 @@
  * time ticks of 200 ms for the query node to catch up with its start) and at Bounded, which shows
  * what the search itself costs.
  *
- * The embedded store at 100k is skipped unless STORES_BENCH_EMBEDDED_100K=1: every insert updates
- * its HNSW graph, one row at a time in PGlite's single thread, at ~130 rows/s by 10k on 2 cores and
- * slower as the graph grows, so 100k faces take a quarter of an hour or more to load (the skipped
- * row of the report gives the rate measured in that run).
+ * Embedded inserts: "load rec/s" is the whole load up to that size, IVFFlat builds included (the
+ * store builds its index at 10k rows and again at 20k, 40k, 80k: see pglite.vector-store.ts);
+ * "insert rec/s" is measured after it, STEADY_PHOTOS crowd photos of 200 faces upserted one by one
+ * into the table of that size (no build falls in them), which is what a photo pays.
  *
- * Knobs: STORES_BENCH_QUERIES (200 per row), STORES_BENCH_EMBEDDED_100K=1.
+ * Knobs: STORES_BENCH_QUERIES (200 per row), STORES_BENCH_DATA (random,faces: both),
+ * STORES_BENCH_SIZES (10000,100000).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -40,17 +45,24 @@ const OUT = path.join(REPO, 'bench', 'out', 'stores.json');
 
 const DIM = 512;
 const EVENTS = 4;
-const SIZES = [10_000, 100_000] as const;
+const SIZES = (process.env.STORES_BENCH_SIZES ?? '10000,100000').split(',').map(Number);
 const LIMIT = 10;
 const QUERIES = positiveEnv('STORES_BENCH_QUERIES', 200);
 const WARMUP = 20;
 const EMBEDDED_BATCH = 1_000;
 /** The adapter sends 250 rows per request (see BATCH_ROWS there); this is per upsert() call. */
 const MILVUS_BATCH = 5_000;
-const EMBEDDED_100K = process.env.STORES_BENCH_EMBEDDED_100K === '1';
+/** Photos of 200 faces written into the store at each size for "insert rec/s". */
+const STEADY_PHOTOS = 10;
+const PHOTO_FACES = 200;
+type Data = 'random' | 'faces';
+const DATA = (process.env.STORES_BENCH_DATA ?? 'random,faces').split(',') as Data[];
+if (DATA.some((d) => d !== 'random' && d !== 'faces')) throw new Error('STORES_BENCH_DATA lists random and/or faces');
+const FACES_PER_PERSON = 20;
 
 interface Row {
   store: 'embedded' | 'milvus';
+  data: Data;
   faces: number;
   consistency: MilvusReadConsistency | null;
   /** Records written to reach `faces` (since the previous size), and how long that took. */
@@ -64,6 +76,10 @@ interface Row {
   p99Ms: number | null;
   meanMs: number | null;
   top1: number | null;
+  /** Share of queries whose first hit is the exact nearest of the event. */
+  exact: number | null;
+  /** Embedded: rows/s of STEADY_PHOTOS photos of 200 faces written at this size. */
+  steadyPerSecond?: number | null;
   note?: string;
 }
 
@@ -87,11 +103,17 @@ function gaussianUnit(random: () => number): Float32Array {
   return normalise(v);
 }
 
-/** Stored face i: the same vector on every run and in every store. */
-const faceVector = (i: number): Float32Array => gaussianUnit(seededRandom(1_000_003 + i));
+let data: Data = 'random';
+/** Stored face i of the current data: the same vector on every run and in every store. */
+function faceVector(i: number): Float32Array {
+  if (data === 'random') return gaussianUnit(seededRandom(1_000_003 + i));
+  const centre = gaussianUnit(seededRandom(7_000_003 + Math.floor(i / FACES_PER_PERSON)));
+  return near(centre, 0.7, seededRandom(5_000_011 + i));
+}
+const eventOf = (i: number): string => `bench-event-${(data === 'random' ? i : Math.floor(i / FACES_PER_PERSON)) % EVENTS}`;
 const faceRecord = (i: number): VectorRecord => ({
   id: `bench-face-${i}`,
-  eventId: `bench-event-${i % EVENTS}`,
+  eventId: eventOf(i),
   photoId: `bench-photo-${Math.floor(i / 3)}`,
   embedding: faceVector(i),
 });
@@ -131,25 +153,65 @@ async function load(store: VectorStore, from: number, to: number, batch: number,
   return (performance.now() - started) / 1000;
 }
 
+/** The stored vectors of faces [0, size), for the exact answers. */
+function allVectors(size: number): Float32Array {
+  const all = new Float32Array(size * DIM);
+  for (let i = 0; i < size; i++) all.set(faceVector(i), i * DIM);
+  return all;
+}
+
+/** Id of the exact nearest face of the event (brute force). */
+function exactNearest(all: Float32Array, size: number, eventId: string, query: Float32Array): string {
+  let best = -Infinity;
+  let id = '';
+  for (let i = 0; i < size; i++) {
+    if (eventOf(i) !== eventId) continue;
+    let d = 0;
+    for (let k = 0, o = i * DIM; k < DIM; k++) d += all[o + k]! * query[k]!;
+    if (d > best) [best, id] = [d, `bench-face-${i}`];
+  }
+  return id;
+}
+
 /** Times QUERIES searches (after WARMUP untimed ones) over faces [0, size). */
-async function measure(store: VectorStore, size: number, seed: number): Promise<{ times: number[]; top1: number }> {
+async function measure(store: VectorStore, size: number, seed: number): Promise<{ times: number[]; top1: number; exact: number }> {
   const random = seededRandom(seed);
+  const all = allVectors(size);
   const times: number[] = [];
   let right = 0;
+  let exact = 0;
   for (let q = 0; q < WARMUP + QUERIES; q++) {
     const target = Math.floor(random() * size);
     const query = near(faceVector(target), 0.9, random);
     const started = performance.now();
-    const hits = await store.search('action_faces', { eventId: `bench-event-${target % EVENTS}`, embedding: query, limit: LIMIT, minSimilarity: -1 });
+    const hits = await store.search('action_faces', { eventId: eventOf(target), embedding: query, limit: LIMIT, minSimilarity: -1 });
     const took = performance.now() - started;
     if (q < WARMUP) continue;
     times.push(took);
     if (hits[0]?.id === `bench-face-${target}`) right++;
+    if (hits[0]?.id === exactNearest(all, size, eventOf(target), query)) exact++;
   }
-  return { times, top1: right / QUERIES };
+  return { times, top1: right / QUERIES, exact: exact / QUERIES };
 }
 
-function searchRow(base: Omit<Row, 'queries' | 'p50Ms' | 'p99Ms' | 'meanMs' | 'top1'>, m: { times: number[]; top1: number }): Row {
+/** Rows/s of STEADY_PHOTOS photos of 200 faces upserted one by one after faces [0, size). */
+async function steady(store: VectorStore, size: number): Promise<number> {
+  const started = performance.now();
+  for (let p = 0; p < STEADY_PHOTOS; p++) {
+    const records: VectorRecord[] = [];
+    for (let k = 0; k < PHOTO_FACES; k++) {
+      const i = 10_000_000 + size + p * PHOTO_FACES + k;
+      records.push({ ...faceRecord(i), photoId: `bench-steady-${size}-${p}` });
+    }
+    await store.upsert('action_faces', records);
+  }
+  const rate = (STEADY_PHOTOS * PHOTO_FACES) / ((performance.now() - started) / 1000);
+  // Out again, so that the searches see faces [0, size) only.
+  for (let p = 0; p < STEADY_PHOTOS; p++) await store.deleteByPhoto('action_faces', `bench-steady-${size}-${p}`);
+  return rate;
+}
+
+function searchRow(base: Omit<Row, 'queries' | 'p50Ms' | 'p99Ms' | 'meanMs' | 'top1' | 'exact'>, m: { times: number[]; top1: number; exact: number }): Row {
   return {
     ...base,
     queries: m.times.length,
@@ -157,6 +219,7 @@ function searchRow(base: Omit<Row, 'queries' | 'p50Ms' | 'p99Ms' | 'meanMs' | 't
     p99Ms: round(percentile(m.times, 99), 2),
     meanMs: round(m.times.reduce((a, b) => a + b, 0) / m.times.length, 2),
     top1: round(m.top1, 3),
+    exact: round(m.exact, 3),
   };
 }
 
@@ -167,36 +230,17 @@ async function benchEmbedded(rows: Row[]): Promise<void> {
     await store.init(DIM);
     let stored = 0;
     for (const size of SIZES) {
-      if (size > 10_000 && !EMBEDDED_100K) {
-        const last = rows.at(-1);
-        const rate = last?.insertPerSecond ?? null;
-        const minutes = rate ? round((size - stored) / rate / 60, 0) : null;
-        rows.push({
-          store: 'embedded',
-          faces: size,
-          consistency: null,
-          inserted: null,
-          insertSeconds: null,
-          insertPerSecond: null,
-          indexWaitSeconds: null,
-          queries: 0,
-          p50Ms: null,
-          p99Ms: null,
-          meanMs: null,
-          top1: null,
-          note: `skipped: at the ${rate ?? '?'} records/s measured up to ${stored}, loading ${size - stored} more would take ~${minutes ?? '?'} min or longer (HNSW insert cost grows with the graph); STORES_BENCH_EMBEDDED_100K=1 runs it`,
-        });
-        continue;
-      }
-      console.error(`embedded: writing faces ${stored}..${size}`);
+      console.error(`embedded ${data}: writing faces ${stored}..${size}`);
       const seconds = await load(store, stored, size, EMBEDDED_BATCH, 'embedded');
       const inserted = size - stored;
       stored = size;
-      console.error(`embedded: searching ${size}`);
+      console.error(`embedded ${data}: ${STEADY_PHOTOS} photos of ${PHOTO_FACES} faces at ${size}`);
+      const steadyPerSecond = round(await steady(store, size), 0);
+      console.error(`embedded ${data}: searching ${size}`);
       const m = await measure(store, size, 42 + size);
       rows.push(
         searchRow(
-          { store: 'embedded', faces: size, consistency: null, inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), indexWaitSeconds: null },
+          { store: 'embedded', data, faces: size, consistency: null, inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), steadyPerSecond, indexWaitSeconds: null },
           m,
         ),
       );
@@ -252,7 +296,7 @@ async function benchMilvus(rows: Row[], address: string): Promise<string> {
       for (const [consistency, store] of [['Strong', strong], ['Bounded', bounded]] as const) {
         console.error(`milvus: searching ${size} (${consistency})`);
         const m = await measure(store, size, 42 + size);
-        rows.push(searchRow({ store: 'milvus', faces: size, consistency, ...insert }, m));
+        rows.push(searchRow({ store: 'milvus', data, faces: size, consistency, ...insert }, m));
       }
     }
   } finally {
@@ -266,24 +310,27 @@ async function benchMilvus(rows: Row[], address: string): Promise<string> {
 }
 
 function table(rows: readonly Row[]): string {
-  const head = ['store', 'faces', 'consistency', 'insert rec/s', 'load s', 'index wait s', 'search p50 ms', 'p99 ms', 'top-1', 'queries'];
+  const head = ['store', 'data', 'faces', 'consistency', 'insert rec/s', 'load rec/s', 'load s', 'index wait s', 'search p50 ms', 'p99 ms', 'top-1', 'exact', 'queries'];
   const cell = (x: number | string | null | undefined): string => (x === null || x === undefined ? '-' : String(x));
   const body = rows.map((r) => [
     r.store,
+    r.data,
     r.faces.toLocaleString('en-US'),
     r.store === 'milvus' ? cell(r.consistency) : 'local',
+    cell(r.steadyPerSecond),
     cell(r.insertPerSecond),
     cell(r.insertSeconds),
     cell(r.indexWaitSeconds),
     cell(r.p50Ms),
     cell(r.p99Ms),
     r.top1 === null ? '-' : `${(r.top1 * 100).toFixed(1)}%`,
+    r.exact === null ? '-' : `${(r.exact * 100).toFixed(1)}%`,
     r.note ? 'skipped*' : cell(r.queries),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
   const notes = rows.filter((r) => r.note).map((r) => `* ${r.store} ${r.faces.toLocaleString('en-US')}: ${r.note!}`);
-  return [line(head), `|${widths.map((w, i) => (i < 3 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...body.map(line), ...notes].join('\n');
+  return [line(head), `|${widths.map((w, i) => (i < 4 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...body.map(line), ...notes].join('\n');
 }
 
 async function main(): Promise<void> {
@@ -291,8 +338,12 @@ async function main(): Promise<void> {
   const loadBefore = os.loadavg();
   const rows: Row[] = [];
   const address = process.env.FACEMATCH_MILVUS_ADDRESS;
-  await benchEmbedded(rows);
+  for (const d of DATA) {
+    data = d;
+    await benchEmbedded(rows);
+  }
   let milvusVersion: string | null = null;
+  data = 'random';
   if (address) milvusVersion = await benchMilvus(rows, address);
   else console.error('milvus: skipped (FACEMATCH_MILVUS_ADDRESS is not set; `scripts/test-env up milvus` starts one)');
 
@@ -302,7 +353,7 @@ async function main(): Promise<void> {
     seconds: round((Date.now() - started.getTime()) / 1000),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '?', memoryGiB: round(os.totalmem() / 2 ** 30), loadBefore, loadAfter: os.loadavg() },
     milvus: address ? { address, version: milvusVersion } : null,
-    parameters: { dimension: DIM, events: EVENTS, limit: LIMIT, queries: QUERIES, warmup: WARMUP, embeddedBatch: EMBEDDED_BATCH, milvusBatch: MILVUS_BATCH, querySimilarity: 0.9 },
+    parameters: { dimension: DIM, events: EVENTS, data: DATA, facesPerPerson: FACES_PER_PERSON, steadyPhotos: STEADY_PHOTOS, photoFaces: PHOTO_FACES, limit: LIMIT, queries: QUERIES, warmup: WARMUP, embeddedBatch: EMBEDDED_BATCH, milvusBatch: MILVUS_BATCH, querySimilarity: 0.9 },
     rows,
   };
   await mkdir(path.dirname(OUT), { recursive: true });

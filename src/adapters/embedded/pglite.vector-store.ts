@@ -1,21 +1,35 @@
 /**
- * VectorStore on the embedded database: one pgvector table per collection, an HNSW index with
- * cosine distance, and a b-tree on event_id for the event filter.
+ * VectorStore on the embedded database: one pgvector table per collection, an IVFFlat index with
+ * cosine distance that the store builds and rebuilds as a table grows, and a b-tree on event_id for
+ * the event filter.
  *
- * A filtered HNSW search is approximate twice over: the graph walk keeps `hnsw.ef_search`
- * candidates, and the event filter is applied to those afterwards, so a plain index scan can
- * return fewer rows than exist in the event. Searches therefore run with pgvector's iterative
- * scan (`strict_order`): the walk continues until LIMIT rows pass the filter, nearest first. It
- * gives up after `hnsw.max_scan_tuples` (20,000) visited rows; a search that still comes back short
- * is run again without the vector index (event index + exact distances), which is cheap exactly
- * then: the event has few rows, or few near the query.
+ * Why IVFFlat and not HNSW. PGlite runs PostgreSQL single-threaded in WASM; an HNSW insertion walks
+ * and rewrites the graph (hundreds of distances, dozens of index pages) and cost ~10 ms a row at 100k
+ * stored (~100 rows/s): a crowd photo spent a second storing its faces. An IVFFlat insertion compares
+ * the vector with the lists' centres and appends it to one page. The price: IVFFlat needs data to
+ * place its centres, so
+ * - a table below ANN_MIN_ROWS rows has no vector index, and every search is exact;
+ * - at ANN_MIN_ROWS the store builds the index with one list per ROWS_PER_LIST rows, and builds it
+ *   again each time the table has doubled since (rows placed after a build go to the nearest centre,
+ *   which stays right while the data keeps its distribution). A build runs right after the upsert
+ *   that crossed the line, in that upsert's call, in its own transaction (DROP + CREATE: a crash
+ *   during it leaves the previous index); PGlite does nothing else meanwhile, so that call and the
+ *   store stall for the build (measured in bench/stores.bench.ts). Started on a table without its
+ *   index (or one migrated from HNSW), init() builds it.
+ *
+ * A filtered IVFFlat search is approximate twice over: only `ivfflat.probes` lists are scanned, and
+ * the event filter is applied to their rows afterwards. Searches therefore run with pgvector's
+ * iterative scan (`relaxed_order`: more lists are scanned until LIMIT rows pass the filter; the hits
+ * are sorted here), and a search that still comes back short is run again without the vector index
+ * (event index + exact distances), which is cheap exactly then: the event has few rows.
  *
  * The plan is chosen here, not by the planner. With the query vectors and limits as parameters of
  * a LATERAL join, PostgreSQL expects 500 rows per query and picks the exact plan (bitmap scan on the
- * event, sort by distance), whose cost grows with the event: 17 ms at 5,000 rows of an event, 170
- * ms at 25,000, against ~3 ms for the HNSW walk. So: events of at most EXACT_SEARCH_MAX_ROWS rows
- * (counted on the event index first) are searched exactly, where that is cheapest and always
- * complete; larger ones through the HNSW index (sorting disabled, so the planner takes the index).
+ * event, sort by distance), whose cost grows with the event (every row's vector read, from disk once
+ * the table outgrows PGlite's 128 MB of shared buffers: ~1 s for 25,000 rows of an event at 100k
+ * stored, on a loaded machine). So: events of at most EXACT_SEARCH_MAX_ROWS rows (counted on the event index first) are
+ * searched exactly, where that is cheapest and always complete; larger ones through the IVFFlat
+ * index (sorting disabled, so the planner takes the index).
  *
  * Embedding spaces. The table `embedding_space` records which embedder made the vectors (see
  * embedding-space.ts). A namespace is a PostgreSQL schema, `vectors_<namespace>`, holding its own
@@ -36,26 +50,29 @@ import { applyMigrations } from '../sql/migrations.js';
 import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
 import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
 
-/** pgvector's HNSW limit for `vector`. */
+/** pgvector's index limit for `vector`. */
 const MAX_DIMENSION = 2000;
-/** pgvector's limit for hnsw.ef_search. */
-const MAX_EF_SEARCH = 1000;
+
+/** Rows of a table at which its IVFFlat index is first built; below, every search is exact. */
+export const ANN_MIN_ROWS = 10_000;
+/** One IVFFlat list per this many rows at a build (pgvector's advice: rows / 1000 up to 1M rows). */
+export const ROWS_PER_LIST = 1_000;
 /**
- * The HNSW candidate list grows with the event: measured with uniformly random 512-d vectors (the
- * hard case; real face embeddings cluster) and a query at cosine 0.9 to its target, top-1 was 96% /
- * 100% at ef_search 40 / 100 among 5,000 rows of an event (20k stored), and 70% / 84% / 98% / 100% at
- * 40 / 100 / 200 / 400 among 25,000 (100k stored: 6.9 / 11 / 19 / 35 ms). So ef_search is at least
- * MIN_EF_SEARCH, twice the limit, and one per EVENT_ROWS_PER_EF rows of the event.
+ * Lists scanned per search: PROBE_SHARE of the lists, at least MIN_PROBES. Measured at 100k stored
+ * (100 lists) with uniformly random 512-d vectors (the hard case) and a query at cosine 0.9 to its
+ * target: top-1 57% / 83% / 91% / 97% / 100% at 1 / 3 / 5 / 10 / 20 probes.
  */
-const MIN_EF_SEARCH = 100;
-const EVENT_ROWS_PER_EF = 60;
+const PROBE_SHARE = 0.2;
+const MIN_PROBES = 10;
 
 /**
  * Statement sizes: PGlite runs a statement synchronously on the event loop, so these bound how long
- * one holds it (an HNSW insertion costs ~6 ms at 2,000 rows; a search ~1 ms).
+ * one holds it. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
+ * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
+ * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). 50 keeps most of the gain.
  */
-const UPSERT_ROWS_PER_STATEMENT = 4;
-/** Up to this many rows in an event, exact distances beat a filtered HNSW walk (~7 µs a row in WASM). */
+const UPSERT_ROWS_PER_STATEMENT = 50;
+/** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
 
@@ -71,13 +88,44 @@ interface HitRow {
   distance: number;
 }
 
+export interface PgliteVectorStoreOptions {
+  /** Rows of a table at which its IVFFlat index is first built (ANN_MIN_ROWS; tests set fewer). */
+  annMinRows?: number;
+  /** Rows per IVFFlat list at a build (ROWS_PER_LIST; tests set fewer, for many lists on little data). */
+  rowsPerList?: number;
+}
+
+/** The IVFFlat index of a table, as this process knows it. */
+interface AnnIndex {
+  /** Schema-qualified index name. */
+  name: string;
+  /** Lists of the index; 0 while the table has none. */
+  lists: number;
+  /** Rows of the table: counted at init and at each build, plus the rows upserted since (deletes are not subtracted). */
+  rows: number;
+  /** The build under way, if any. */
+  building?: Promise<void>;
+}
+
 export class PgliteVectorStore implements VectorStore {
   private dimension: number | undefined;
   /** Schema-qualified table of each collection, set by init(). */
   private tables: Record<Collection, string> | undefined;
+  private indexes: Record<Collection, AnnIndex> | undefined;
+  private readonly annMinRows: number;
+  private readonly rowsPerList: number;
 
   /** Takes ownership of the lease: `close()` ends it. */
-  constructor(private readonly db: PgliteDatabase) {}
+  constructor(
+    private readonly db: PgliteDatabase,
+    options: PgliteVectorStoreOptions = {},
+  ) {
+    this.annMinRows = options.annMinRows ?? ANN_MIN_ROWS;
+    this.rowsPerList = options.rowsPerList ?? ROWS_PER_LIST;
+    for (const [name, value] of [['annMinRows', this.annMinRows], ['rowsPerList', this.rowsPerList]] as const) {
+      if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${name} must be a positive integer, got ${value}`);
+    }
+  }
 
   async init(dimension: number, options: VectorStoreInitOptions = {}): Promise<void> {
     if (!Number.isInteger(dimension) || dimension < 1 || dimension > MAX_DIMENSION) {
@@ -111,8 +159,51 @@ export class PgliteVectorStore implements VectorStore {
       const recorded = await this.storedEmbedder(schema);
       if (recorded && !sameEmbedder(recorded, embedder)) throw embedderMismatch(where, recorded, embedder);
     }
+    const indexes = {} as Record<Collection, AnnIndex>;
+    for (const c of COLLECTIONS) {
+      const name = `${schema}.${c}_embedding_ivf`;
+      const [found] = await this.db.query<{ options: string[] | null }>('SELECT reloptions AS options FROM pg_class WHERE oid = to_regclass($1)', [name]);
+      const lists = Number(/^lists=(\d+)$/.exec(found?.options?.find((o) => o.startsWith('lists=')) ?? '')?.[1] ?? 0);
+      const [counted] = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${tables[c]}`);
+      indexes[c] = { name, lists, rows: counted?.n ?? 0 };
+    }
     this.tables = tables;
+    this.indexes = indexes;
     this.dimension = dimension;
+    // A table that grew past its index's line without it (or a database migrated from HNSW) gets it now.
+    for (const c of COLLECTIONS) await this.grow(c);
+  }
+
+  /**
+   * The table's row count at which its index is (re)built: ANN_MIN_ROWS first, then each time the
+   * table has doubled since the last build (whose size the lists tell).
+   */
+  private nextBuild(index: AnnIndex): number {
+    return index.lists === 0 ? this.annMinRows : 2 * Math.max(this.annMinRows, index.lists * this.rowsPerList);
+  }
+
+  /** Builds the collection's IVFFlat index (again) if the table has grown past its line; see the header. */
+  private async grow(collection: Collection): Promise<void> {
+    const index = this.indexes![collection];
+    if (index.building) return index.building;
+    if (index.rows < this.nextBuild(index)) return;
+    const table = this.table(collection);
+    index.building = (async () => {
+      // The estimate counts replaced rows twice and deleted ones still: count before building.
+      const [counted] = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
+      index.rows = counted?.n ?? 0;
+      if (index.rows < this.nextBuild(index)) return;
+      const lists = Math.max(1, Math.floor(index.rows / this.rowsPerList));
+      const unqualified = index.name.slice(index.name.indexOf('.') + 1);
+      await this.db.transaction(async (tx) => {
+        await tx.query(`DROP INDEX IF EXISTS ${index.name}`);
+        await tx.query(`CREATE INDEX ${unqualified} ON ${table} USING ivfflat (embedding vector_cosine_ops) WITH (lists = ${lists})`);
+      });
+      index.lists = lists;
+    })().finally(() => {
+      index.building = undefined;
+    });
+    return index.building;
   }
 
   /**
@@ -148,9 +239,8 @@ export class PgliteVectorStore implements VectorStore {
       if (!r.id || !r.eventId || !r.photoId) throw new InvalidArgumentError('vector record needs id, eventId and photoId');
       return [r.id, r.eventId, r.photoId, r.userId ?? null, this.literal(r.embedding)];
     });
-    // The last record of an id wins, as a sequence of upserts would have it. One transaction, a few
-    // rows per statement: PGlite holds the event loop for a whole statement, and each row's HNSW
-    // insertion costs milliseconds (~6 ms at 2,000 rows, more as the graph grows).
+    // The last record of an id wins, as a sequence of upserts would have it. One transaction (all
+    // the records or none), UPSERT_ROWS_PER_STATEMENT rows per statement.
     const unique = [...new Map(rows.map((row) => [row[0], row])).values()];
     await this.db.transaction(async (tx) => {
       for (let start = 0; start < unique.length; start += UPSERT_ROWS_PER_STATEMENT) {
@@ -165,6 +255,9 @@ export class PgliteVectorStore implements VectorStore {
         );
       }
     });
+    const index = this.indexes![collection];
+    index.rows += unique.length;
+    await this.grow(collection);
   }
 
   async search(collection: Collection, query: SearchQuery): Promise<VectorHit[]> {
@@ -217,21 +310,18 @@ export class PgliteVectorStore implements VectorStore {
       );
       const rowsIn = new Map(counted.map((c) => [c.event_id, c.n]));
       const all = queries.map((_, i) => i);
-      const small = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) <= EXACT_SEARCH_MAX_ROWS);
-      const large = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) > EXACT_SEARCH_MAX_ROWS);
+      // Without a vector index (a small table, or its first build under way), every search is exact.
+      const { lists } = this.indexes![collection];
+      const exactMax = lists === 0 ? Infinity : EXACT_SEARCH_MAX_ROWS;
+      const small = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) <= exactMax);
+      const large = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) > exactMax);
       if (large.length > 0) {
-        const ef = Math.min(
-          MAX_EF_SEARCH,
-          Math.max(
-            MIN_EF_SEARCH,
-            ...large.map((i) => Math.max(queries[i]!.limit * 2, Math.ceil((rowsIn.get(queries[i]!.eventId) ?? 0) / EVENT_ROWS_PER_EF))),
-          ),
-        );
+        const probes = Math.min(lists, Math.max(MIN_PROBES, Math.ceil(lists * PROBE_SHARE)));
         // Local to this transaction; set before the query so that they apply to its index scans.
         await tx.query(
-          `SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'strict_order', true),
+          `SELECT set_config('ivfflat.probes', $1, true), set_config('ivfflat.iterative_scan', 'relaxed_order', true),
                   set_config('enable_sort', 'off', true)`,
-          [String(ef)],
+          [String(probes)],
         );
         await runAll(tx, large);
       }
