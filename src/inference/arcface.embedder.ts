@@ -29,6 +29,12 @@ export function alignmentToImage(landmarks: Landmarks, size: readonly [number, n
  * 600 MB with a 114-face crowd in one run. So a crowd goes through in runs of this many.
  */
 export const MAX_BATCH = 16;
+/**
+ * On a GPU, larger runs keep the device busy (one host-to-device copy and one launch sequence per
+ * run); 64 faces of 112x112 hold a few hundred MB of activations with an R50, well inside any
+ * datacenter GPU. A projection: no GPU is measured here (docs/gpu-plan.md).
+ */
+export const MAX_BATCH_CUDA = 64;
 
 export class ArcFaceEmbedder {
   readonly provider: 'cpu' | 'cuda';
@@ -81,7 +87,8 @@ export class ArcFaceEmbedder {
     faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, batch, i * per));
     const alignMs = performance.now() - t0;
     const embeddings: Float32Array[] = [];
-    const size = this.batched ? Math.min(MAX_BATCH, Math.max(1, faces.length)) : 1;
+    const cap = this.provider === 'cuda' ? MAX_BATCH_CUDA : MAX_BATCH;
+    const size = this.batched ? Math.min(cap, Math.max(1, faces.length)) : 1;
     for (let start = 0; start < faces.length; start += size) {
       const n = Math.min(size, faces.length - start);
       const tensor = new ort.Tensor('float32', batch.subarray(start * per, (start + n) * per), [n, 3, h, w]);

@@ -53,9 +53,9 @@ const EMBED_BATCH = 8;
 const STEP_BUDGET_MS = 4000;
 const MIN_RUNS = 2;
 /** How much faster (a share) a candidate must be to replace the static choice or the step 1 winner. */
-const MARGIN = 0.05;
+const MARGIN = 0.1;
 /** Bumped when the candidates or the timing change, so that old cache entries are not used. */
-const TUNER_VERSION = 2;
+const TUNER_VERSION = 3;
 
 const choiceSchema = z.object({ level: z.enum(ORT_LEVELS), threads: z.number().int().min(0), spinning: z.boolean() });
 const entrySchema = z.object({
@@ -217,13 +217,25 @@ async function measure(
   const levels = ['all', ...TUNED_LEVELS.filter((l) => l !== 'all')].map((level): SessionChoice => ({ level: level as OrtLevel, threads, spinning: true }));
   const first = await timeChoices(inference, role, model, levels, runs, log);
   const candidates: CandidateTime[] = levels.map((choice, i) => ({ choice, ms: first.ms[i]! }));
-  let best = fastest(candidates);
+  /**
+   * A challenger that beat the incumbent is timed against it once more and wins only if it wins
+   * again: a burst of other work (the stores opening beside the first worker at a service's start)
+   * once made `all` look 2.4x slower than it is here and a 2x slower level win.
+   */
+  const confirmed = async (incumbent: CandidateTime, winner: CandidateTime): Promise<CandidateTime> => {
+    if (winner === incumbent) return winner;
+    const again = await timeChoices(inference, role, model, [incumbent.choice, winner.choice], runs, log);
+    const rematch: CandidateTime[] = [incumbent, winner].map((c, i) => ({ choice: c.choice, ms: again.ms[i]! }));
+    candidates.push(...rematch);
+    return fastest(rematch);
+  };
+  let best = await confirmed(candidates[0]!, fastest(candidates));
   if ((threads || availableParallelism()) > 1) {
     const step = [best.choice, { ...best.choice, threads: 1 }, { ...best.choice, spinning: false }];
     const second = await timeChoices(inference, role, model, step, runs, log);
     const timed = step.map((choice, i) => ({ choice, ms: second.ms[i]! }));
     candidates.push(...timed);
-    best = fastest(timed);
+    best = await confirmed(timed[0]!, fastest(timed));
   }
   const loadAverage = Math.round((loadavg()[0] ?? 0) * 100) / 100;
   if (loadAverage > availableParallelism()) {
