@@ -20,6 +20,8 @@ export interface CandidateTime {
   choice: SessionChoice;
   /** Median over the timed runs of one pass over the input shapes, in ms. */
   ms: number;
+  /** Which timing it came from: the levels, the thread layouts, or a winner's rematch against the incumbent. */
+  step?: 'levels' | 'layouts' | 'rematch';
 }
 
 export interface ModelTuning {

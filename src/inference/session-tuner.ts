@@ -60,7 +60,7 @@ const TUNER_VERSION = 3;
 const choiceSchema = z.object({ level: z.enum(ORT_LEVELS), threads: z.number().int().min(0), spinning: z.boolean() });
 const entrySchema = z.object({
   choice: choiceSchema,
-  candidates: z.array(z.object({ choice: choiceSchema, ms: z.number() })),
+  candidates: z.array(z.object({ choice: choiceSchema, ms: z.number(), step: z.enum(['levels', 'layouts', 'rematch']).optional() })),
   shapes: z.array(z.array(z.number())),
   /** Timed runs per candidate (fewer than asked for a slow model: STEP_BUDGET_MS). */
   runs: z.number().int().optional(),
@@ -216,7 +216,7 @@ async function measure(
   // The static choice (all) first: the incumbent.
   const levels = ['all', ...TUNED_LEVELS.filter((l) => l !== 'all')].map((level): SessionChoice => ({ level: level as OrtLevel, threads, spinning: true }));
   const first = await timeChoices(inference, role, model, levels, runs, log);
-  const candidates: CandidateTime[] = levels.map((choice, i) => ({ choice, ms: first.ms[i]! }));
+  const candidates: CandidateTime[] = levels.map((choice, i) => ({ choice, ms: first.ms[i]!, step: 'levels' }));
   /**
    * A challenger that beat the incumbent is timed against it once more and wins only if it wins
    * again: a burst of other work (the stores opening beside the first worker at a service's start)
@@ -225,7 +225,7 @@ async function measure(
   const confirmed = async (incumbent: CandidateTime, winner: CandidateTime): Promise<CandidateTime> => {
     if (winner === incumbent) return winner;
     const again = await timeChoices(inference, role, model, [incumbent.choice, winner.choice], runs, log);
-    const rematch: CandidateTime[] = [incumbent, winner].map((c, i) => ({ choice: c.choice, ms: again.ms[i]! }));
+    const rematch: CandidateTime[] = [incumbent, winner].map((c, i) => ({ choice: c.choice, ms: again.ms[i]!, step: 'rematch' }));
     candidates.push(...rematch);
     return fastest(rematch);
   };
@@ -233,7 +233,7 @@ async function measure(
   if ((threads || availableParallelism()) > 1) {
     const step = [best.choice, { ...best.choice, threads: 1 }, { ...best.choice, spinning: false }];
     const second = await timeChoices(inference, role, model, step, runs, log);
-    const timed = step.map((choice, i) => ({ choice, ms: second.ms[i]! }));
+    const timed: CandidateTime[] = step.map((choice, i) => ({ choice, ms: second.ms[i]!, step: 'layouts' }));
     candidates.push(...timed);
     best = await confirmed(timed[0]!, fastest(timed));
   }

@@ -69,9 +69,12 @@ const MIN_PROBES = 10;
  * Statement sizes: PGlite runs a statement synchronously on the event loop, so these bound how long
  * one holds it. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
- * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). 50 keeps most of the gain.
+ * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). But a row costs ~1-2 ms
+ * in PGlite, and 50 rows a statement held the event loop ~100 ms: /healthz under load took 58 ms
+ * (the e2e asserts < 50) and the service bench's event-loop delay max rose from ~30 to ~110 ms.
+ * 8 rows keep a statement near 10-15 ms and most of the batching gain.
  */
-const UPSERT_ROWS_PER_STATEMENT = 50;
+const UPSERT_ROWS_PER_STATEMENT = 8;
 /** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
