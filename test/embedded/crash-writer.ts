@@ -127,6 +127,11 @@ async function main(): Promise<void> {
             return rows;
           },
           exec: (sql) => tx.exec(sql),
+          copyIn: async (sql, data) => {
+            const copied = await tx.copyIn(sql, data);
+            if (++statements === k) process.kill(process.pid, 'SIGKILL');
+            return copied;
+          },
         });
       });
     const after = records(photoId, 'crash-event-i', 1, 5, 1);

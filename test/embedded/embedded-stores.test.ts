@@ -335,6 +335,34 @@ describe('embedded database', () => {
     await stores.close();
   });
 
+  it('stores every vector bit for bit and ids in any script (binary upserts), the last record of an id winning', async () => {
+    const dir = await freshDataDir();
+    const lease = await PgliteDatabase.open(dir);
+    const vectors = new PgliteVectorStore(lease);
+    await vectors.init(DIM);
+    const random = seededRandom(11);
+    const odd = randomUnit(random);
+    // Extremes of float32: the smallest subnormal, the largest finite value, negative zero.
+    odd.set([1.401298464324817e-45, -3.4028234663852886e38, -0, 1 / 3], 0);
+    const records = [
+      { id: 'фото/0', eventId: 'évènement', photoId: '写真', userId: 'ユーザー', embedding: randomUnit(random) },
+      { id: 'фото/0', eventId: 'évènement', photoId: '写真', userId: 'ユーザー', embedding: odd },
+      { id: 'plain/1', eventId: 'e', photoId: 'p', embedding: randomUnit(random) },
+    ];
+    await vectors.upsert('user_samples', records);
+    const rows = await lease.query<{ id: string; event_id: string; photo_id: string; user_id: string | null; v: number[] }>(
+      'SELECT id, event_id, photo_id, user_id, embedding::real[] AS v FROM user_samples ORDER BY id',
+    );
+    expect(rows.map((r) => [r.id, r.event_id, r.photo_id, r.user_id])).toEqual([
+      ['plain/1', 'e', 'p', null],
+      ['фото/0', 'évènement', '写真', 'ユーザー'],
+    ]);
+    expect(Float32Array.from(rows[1]!.v)).toEqual(odd);
+    expect(Object.is(rows[1]!.v[2], -0)).toBe(true);
+    expect(Float32Array.from(rows[0]!.v)).toEqual(records[2]!.embedding);
+    await lease.close();
+  });
+
   it('finds the true nearest of the searched event among 2,000 vectors, whichever plan the planner picks', async () => {
     const dir = await freshDataDir();
     const stores = await openStores(dir);
@@ -472,6 +500,7 @@ describe('embedded database', () => {
             throw new BackendUnavailableError('embedded database: no space left on device');
           },
           exec: (sql) => tx.exec(sql),
+          copyIn: (sql, data) => tx.copyIn(sql, data),
         }),
       );
     const again = [...before, ...Array.from({ length: 50 }, (_, i) => ({ id: `crowd/${200 + i}`, eventId: 'e', photoId: 'crowd', embedding: randomUnit(random) }))].map((r) => ({

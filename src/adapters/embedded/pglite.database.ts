@@ -58,6 +58,15 @@ interface Entry {
   closing?: Promise<void>;
 }
 
+/** A transaction of the embedded database: SQL, plus COPY from bytes held in memory. */
+export interface PgliteTransaction extends SqlTransaction {
+  /**
+   * Runs `COPY ... FROM '/dev/blob'` (PGlite's name for data handed over with the statement) with
+   * `data` as the file; returns the rows copied.
+   */
+  copyIn(sql: string, data: Uint8Array<ArrayBuffer>): Promise<number>;
+}
+
 /** Open instances of this process, by resolved data directory. */
 const instances = new Map<string, Entry>();
 
@@ -123,7 +132,7 @@ export class PgliteDatabase {
   }
 
   /** Runs `fn` in one transaction (PGlite runs nothing else meanwhile); rolls back if it throws. */
-  async transaction<T>(fn: (tx: SqlTransaction) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: PgliteTransaction) => Promise<T>): Promise<T> {
     try {
       return await this.pg.transaction(async (tx) =>
         fn({
@@ -135,6 +144,11 @@ export class PgliteDatabase {
           exec: async (sql: string) => {
             await tx.exec(sql);
             await yieldToEventLoop();
+          },
+          copyIn: async (sql: string, data: Uint8Array<ArrayBuffer>) => {
+            const result = await tx.query(sql, [], { blob: new Blob([data]) });
+            await yieldToEventLoop();
+            return result.affectedRows ?? 0;
           },
         }),
       );

@@ -48,6 +48,7 @@ import type {
 } from '../../ports/vector-store.js';
 import { applyMigrations } from '../sql/migrations.js';
 import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
+import { encodeCopyBinary, type CopyField } from './copy-binary.js';
 import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
 
 /** pgvector's index limit for `vector`. */
@@ -69,12 +70,22 @@ const MIN_PROBES = 10;
  * Statement sizes: PGlite runs a statement synchronously on the event loop, so these bound how long
  * one holds it. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
- * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). But a row costs ~1-2 ms
- * in PGlite, and 50 rows a statement held the event loop ~100 ms: /healthz under load took 58 ms
- * (the e2e asserts < 50) and the service bench's event-loop delay max rose from ~30 to ~110 ms.
- * 8 rows keep a statement near 10-15 ms and most of the batching gain.
+ * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). With vectors as text a
+ * row cost ~1-2 ms, and 50 rows a statement held the event loop ~100 ms (/healthz under load 58 ms
+ * against the e2e's < 50), so statements were cut to 8 rows. Loaded in binary (STAGING), a row costs
+ * ~0.5 ms at 100k stored with the IVFFlat index (~1,800 rows/s in 50-row transactions against ~580
+ * for 8 text rows, in one sitting), so 32 rows keep a statement near 15 ms.
  */
-const UPSERT_ROWS_PER_STATEMENT = 8;
+const UPSERT_ROWS_PER_STATEMENT = 32;
+/** Rows per binary COPY into the staging table (no index there, ~0.05 ms a row). */
+const COPY_ROWS_PER_STATEMENT = 256;
+/**
+ * Upserts reach their table through this temporary table (of the PGlite session, emptied at every
+ * commit or rollback): a binary COPY fills it (vectors in pgvector's binary form, no text parsing:
+ * ./copy-binary.ts), then INSERT ... SELECT ... ON CONFLICT moves the rows. Its vector column has no
+ * dimension; the target column's checks it.
+ */
+const STAGING = 'pg_temp.facematch_vector_upserts';
 /** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
@@ -162,6 +173,11 @@ export class PgliteVectorStore implements VectorStore {
       const recorded = await this.storedEmbedder(schema);
       if (recorded && !sameEmbedder(recorded, embedder)) throw embedderMismatch(where, recorded, embedder);
     }
+    await this.db.query(
+      `CREATE TEMP TABLE IF NOT EXISTS ${STAGING.slice('pg_temp.'.length)}
+         (n int NOT NULL, id text NOT NULL, event_id text NOT NULL, photo_id text NOT NULL, user_id text, embedding public.vector NOT NULL)
+         ON COMMIT DELETE ROWS`,
+    );
     const indexes = {} as Record<Collection, AnnIndex>;
     for (const c of COLLECTIONS) {
       const name = `${schema}.${c}_embedding_ivf`;
@@ -238,23 +254,28 @@ export class PgliteVectorStore implements VectorStore {
   async upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void> {
     const table = this.table(collection);
     if (records.length === 0) return;
-    const rows = records.map((r) => {
+    for (const r of records) {
       if (!r.id || !r.eventId || !r.photoId) throw new InvalidArgumentError('vector record needs id, eventId and photoId');
-      return [r.id, r.eventId, r.photoId, r.userId ?? null, this.literal(r.embedding)];
-    });
+      this.checkEmbedding(r.embedding);
+    }
     // The last record of an id wins, as a sequence of upserts would have it. One transaction (all
-    // the records or none), UPSERT_ROWS_PER_STATEMENT rows per statement.
-    const unique = [...new Map(rows.map((row) => [row[0], row])).values()];
+    // the records or none): the records are copied in binary into the staging table, numbered, and
+    // moved from there UPSERT_ROWS_PER_STATEMENT at a time (see STAGING).
+    const unique = [...new Map(records.map((r) => [r.id, r])).values()];
     await this.db.transaction(async (tx) => {
+      for (let start = 0; start < unique.length; start += COPY_ROWS_PER_STATEMENT) {
+        const rows = unique
+          .slice(start, start + COPY_ROWS_PER_STATEMENT)
+          .map((r, i): CopyField[] => [start + i, r.id, r.eventId, r.photoId, r.userId ?? null, r.embedding]);
+        await tx.copyIn(`COPY ${STAGING} (n, id, event_id, photo_id, user_id, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, encodeCopyBinary(rows));
+      }
       for (let start = 0; start < unique.length; start += UPSERT_ROWS_PER_STATEMENT) {
-        const chunk = unique.slice(start, start + UPSERT_ROWS_PER_STATEMENT);
         await tx.query(
           `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::vector[])
-               AS r(id, event_id, photo_id, user_id, embedding)
+             SELECT id, event_id, photo_id, user_id, embedding FROM ${STAGING} WHERE n >= $1 AND n < $2
            ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
              user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
-          [0, 1, 2, 3, 4].map((c) => chunk.map((row) => row[c])),
+          [start, start + UPSERT_ROWS_PER_STATEMENT],
         );
       }
     });
@@ -385,18 +406,22 @@ export class PgliteVectorStore implements VectorStore {
     return table;
   }
 
-  /** pgvector's text form, '[a,b,...]'; 9 significant digits round-trip a float32. */
-  private literal(embedding: Float32Array): string {
+  /** Refuses an embedding of another dimension than the store's, or with a NaN or infinite value. */
+  private checkEmbedding(embedding: Float32Array): void {
     const dimension = this.ready();
     if (embedding.length !== dimension) {
       throw new InvalidArgumentError(`embedding has ${embedding.length} dimensions, the store holds ${dimension}`);
     }
-    const parts = new Array<string>(embedding.length);
     for (let i = 0; i < embedding.length; i++) {
-      const x = embedding[i]!;
-      if (!Number.isFinite(x)) throw new InvalidArgumentError('embedding holds a NaN or infinite value');
-      parts[i] = x.toPrecision(9);
+      if (!Number.isFinite(embedding[i]!)) throw new InvalidArgumentError('embedding holds a NaN or infinite value');
     }
+  }
+
+  /** pgvector's text form, '[a,b,...]'; 9 significant digits round-trip a float32. */
+  private literal(embedding: Float32Array): string {
+    this.checkEmbedding(embedding);
+    const parts = new Array<string>(embedding.length);
+    for (let i = 0; i < embedding.length; i++) parts[i] = embedding[i]!.toPrecision(9);
     return `[${parts.join(',')}]`;
   }
 }
