@@ -34,6 +34,8 @@ export interface StageSpan {
   stage: ModelStage;
   start: number;
   end: number;
+  /** Span attributes of this stage only (the embed stage: faces embedded by other workers). */
+  attributes?: Record<string, number>;
 }
 
 /** Milliseconds per stage (a stage that did not run is absent), and the whole request's. */

@@ -4,6 +4,10 @@
  * main thread only moves bytes and results. With N workers on C cores each session gets C/N
  * intra-op threads unless configured, so concurrent requests do not oversubscribe.
  *
+ * A photo with several faces is embedded by every idle worker at once: its worker offers the aligned
+ * faces, the pool passes the offer to the idle ones, and each claims faces until none is left or a
+ * new photo arrives for it (./shared-embedding.ts).
+ *
  * Cancellation: a photo whose caller's signal aborts while it is queued is dropped from the queue;
  * one already running in a worker finishes there (onnxruntime cannot stop a run), but its caller is
  * answered at once and the result is dropped.
@@ -16,7 +20,8 @@ import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
 import { describeChoice, mayMeasure, type Tuning } from './session-choice.js';
 import { workerUrl } from './worker/entry.js';
-import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './worker/protocol.js';
+import { abandon, stopHelpers, unclaimed, type SharedFaces } from './shared-embedding.js';
+import type { AnalyzeRequest, HelpRequest, WorkerData, WorkerFailed, WorkerMessage, WorkerReady } from './worker/protocol.js';
 
 interface Job {
   id: number;
@@ -34,6 +39,8 @@ interface Slot {
   worker: Worker;
   /** The photo the worker is analysing. */
   running?: Job;
+  /** The faces of another worker's photo this idle worker is embedding (../shared-embedding.ts). */
+  helping?: SharedFaces;
   /** The worker died: it takes no more photos. */
   dead?: boolean;
 }
@@ -71,7 +78,8 @@ export class AnalyzerPool {
     // When the session settings may be measured, the first worker chooses them alone (no other
     // worker's loading disturbs its timings) and the others get its choice; otherwise (tuning off,
     // CUDA, levels pinned) every worker comes to the same choice without measuring, all at once.
-    const spawn = (tuning?: Tuning): Promise<{ slot: Slot; ready: WorkerReady }> => AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, tuning);
+    const spawn = (tuning?: Tuning): Promise<{ slot: Slot; ready: WorkerReady }> =>
+      AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, n > 1, tuning);
     const alone = mayMeasure(perWorker);
     const first = alone ? await spawn() : undefined;
     const started = await Promise.allSettled(Array.from({ length: alone ? n - 1 : n }, () => spawn(first?.ready.tuning)));
@@ -104,10 +112,11 @@ export class AnalyzerPool {
     decode: DecodeConfig,
     logLevel: string,
     pictureMaxSide: number,
+    shareFaces: boolean,
     tuning?: Tuning,
   ): Promise<{ slot: Slot; ready: WorkerReady }> {
     const worker = new Worker(workerUrl('analyzer.worker'), {
-      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide, ...(tuning ? { tuning } : {}) } satisfies WorkerData,
+      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide, shareFaces, ...(tuning ? { tuning } : {}) } satisfies WorkerData,
     });
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(new InternalError(`inference worker failed to start: ${e.message}`, { cause: e }));
@@ -124,7 +133,15 @@ export class AnalyzerPool {
   }
 
   private listen(slot: Slot): void {
-    slot.worker.on('message', (m: WorkerReply) => {
+    slot.worker.on('message', (m: WorkerMessage) => {
+      if ('kind' in m) {
+        if (m.kind === 'share') this.share(slot, m.task);
+        else {
+          slot.helping = undefined;
+          this.dispatch();
+        }
+        return;
+      }
       const job = slot.running;
       if (!job || job.id !== m.id) return;
       slot.running = undefined;
@@ -138,7 +155,23 @@ export class AnalyzerPool {
     });
   }
 
+  /**
+   * A worker offers its photo's faces: every idle worker helps embed them, unless a photo is waiting
+   * (it would have taken that worker already) or none is left to take.
+   */
+  private share(owner: Slot, task: SharedFaces): void {
+    if (!owner.running) return;
+    for (const slot of this.slots) {
+      if (slot.dead || slot.running || slot.helping || this.queue.length > 0 || unclaimed(task) === 0) continue;
+      slot.helping = task;
+      slot.worker.postMessage({ help: task } satisfies HelpRequest);
+    }
+  }
+
   private fail(slot: Slot, e: Error): void {
+    // A helper that dies leaves its claimed faces unwritten: the owner embeds them itself.
+    if (slot.helping) abandon(slot.helping);
+    slot.helping = undefined;
     slot.dead = true;
     slot.running?.reject(new InternalError(`inference worker failed: ${e.message}`, { cause: e }));
     slot.running = undefined;
@@ -152,10 +185,10 @@ export class AnalyzerPool {
     return this.queue.length;
   }
 
-  /** Hands queued photos to idle workers. */
+  /** Hands queued photos to idle workers; helpers are asked to come back when photos wait. */
   private dispatch(): void {
     for (const slot of this.slots) {
-      if (slot.dead || slot.running) continue;
+      if (slot.dead || slot.running || slot.helping) continue;
       const job = this.queue.shift();
       if (!job) return;
       slot.running = job;
@@ -206,6 +239,10 @@ export class AnalyzerPool {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.queue.push(job);
       this.dispatch();
+      // Still waiting: workers helping with another photo take no more of its faces, and come here.
+      if (this.queue.length > 0) {
+        for (const slot of this.slots) if (slot.helping) stopHelpers(slot.helping);
+      }
     });
   }
 

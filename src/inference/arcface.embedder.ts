@@ -4,6 +4,7 @@ import type { Landmarks, Point } from '../domain/face.js';
 import { ModelMismatchError } from '../domain/errors.js';
 import { estimateSimilarity, invertAffine, sampleToTensor, type Affine, type RgbImage } from './geometry.js';
 import type { EmbedderSpec } from './model-pack.js';
+import { collectShare, createSharedFaces, takeShare, type EmbedRun, type SharedFaces } from './shared-embedding.js';
 import { inputsOf, isFixed, outputsOf, type LoadedSession } from './onnx-session.js';
 
 /** InsightFace's ArcFace destination landmarks for a 112x112 crop. */
@@ -35,6 +36,11 @@ export const MAX_BATCH = 16;
  * datacenter GPU. A projection: no GPU is measured here (docs/gpu-plan.md).
  */
 export const MAX_BATCH_CUDA = 64;
+/**
+ * Photos with at least this many faces are offered to the pool's idle workers (./shared-embedding.ts):
+ * below, the offer (a message through the main thread and back, ~1 ms) buys little.
+ */
+export const MIN_SHARED_FACES = 4;
 
 export class ArcFaceEmbedder {
   readonly provider: 'cpu' | 'cuda';
@@ -77,36 +83,70 @@ export class ArcFaceEmbedder {
     this.batched = !isFixed(s[0]);
   }
 
+  /**
+   * Where a photo's faces can be offered to other workers (./shared-embedding.ts): set by an
+   * inference worker of a pool of several, on the CPU. Called with the aligned faces of a photo of at
+   * least MIN_SHARED_FACES faces, before this thread starts on them.
+   */
+  offer?: (task: SharedFaces) => void;
+
   /** Aligns and embeds every face; returns L2-normalised embeddings in the same order. */
-  async embed(image: RgbImage, faces: readonly Landmarks[]): Promise<{ embeddings: Float32Array[]; alignMs: number }> {
+  async embed(image: RgbImage, faces: readonly Landmarks[]): Promise<{ embeddings: Float32Array[]; alignMs: number; shared: number }> {
     const [w, h] = this.spec.inputSize;
     const per = 3 * w * h;
     const layout = { width: w, height: h, mean: this.spec.mean, std: this.spec.std, bgr: this.spec.colorOrder === 'BGR' };
+    const cap = this.provider === 'cuda' ? MAX_BATCH_CUDA : MAX_BATCH;
     const t0 = performance.now();
+    if (this.offer && this.provider === 'cpu' && faces.length >= MIN_SHARED_FACES) {
+      // A batched model claims a quarter of the faces at a time (up to its cap), so that two or
+      // three workers still share the work evenly; a fixed one, a face.
+      const chunk = this.batched ? Math.min(cap, Math.ceil(faces.length / 4)) : 1;
+      const task = createSharedFaces(faces.length, per, this.dimension, chunk);
+      const tensors = new Float32Array(task.input);
+      faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, tensors, i * per));
+      const alignMs = performance.now() - t0;
+      this.offer(task);
+      const run: EmbedRun = (t, n) => this.run(t, n);
+      const mine = await takeShare(task, run, false);
+      const embeddings = await collectShare(task, run);
+      return { embeddings, alignMs, shared: faces.length - mine };
+    }
     const batch = new Float32Array(per * faces.length);
     faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, batch, i * per));
     const alignMs = performance.now() - t0;
     const embeddings: Float32Array[] = [];
-    const cap = this.provider === 'cuda' ? MAX_BATCH_CUDA : MAX_BATCH;
     const size = this.batched ? Math.min(cap, Math.max(1, faces.length)) : 1;
     for (let start = 0; start < faces.length; start += size) {
       const n = Math.min(size, faces.length - start);
-      const tensor = new ort.Tensor('float32', batch.subarray(start * per, (start + n) * per), [n, 3, h, w]);
-      const t1 = performance.now();
-      const result = await this.loaded.session.run({ [this.inputName]: tensor });
-      this.runMs += performance.now() - t1;
-      this.runs++;
-      const out = result[this.outputName]!;
-      const data = out.data as Float32Array;
+      embeddings.push(...(await this.run(batch.subarray(start * per, (start + n) * per), n)));
+    }
+    return { embeddings, alignMs, shared: 0 };
+  }
+
+  /** Embeds faces offered by another worker of the pool, as long as some are left; returns how many it did. */
+  help(task: SharedFaces, onError: (e: unknown) => void): Promise<number> {
+    return takeShare(task, (t, n) => this.run(t, n), true, onError);
+  }
+
+  /** One run over `n` aligned faces; L2-normalised embeddings. */
+  private async run(tensors: Float32Array, n: number): Promise<Float32Array[]> {
+    const [w, h] = this.spec.inputSize;
+    const tensor = new ort.Tensor('float32', tensors, [n, 3, h, w]);
+    const t1 = performance.now();
+    const result = await this.loaded.session.run({ [this.inputName]: tensor });
+    this.runMs += performance.now() - t1;
+    this.runs++;
+    try {
+      const data = result[this.outputName]!.data as Float32Array;
       const dim = data.length / n;
       if (dim !== this.dimension) {
         throw new ModelMismatchError(`embedder returned ${dim} values per face, the manifest says ${this.dimension}`);
       }
-      for (let i = 0; i < n; i++) embeddings.push(l2normalise(data.slice(i * dim, (i + 1) * dim)));
+      return Array.from({ length: n }, (_, i) => l2normalise(data.slice(i * dim, (i + 1) * dim)));
+    } finally {
       tensor.dispose();
       for (const t of Object.values(result)) t.dispose();
     }
-    return { embeddings, alignMs };
   }
 }
 

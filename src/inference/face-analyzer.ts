@@ -4,6 +4,7 @@
  */
 import type { InferenceConfig, DecodeConfig } from '../config/config.js';
 import type { DetectedFace, Face, FaceAnalysis, Landmarks, Point } from '../domain/face.js';
+import { ATTR } from '../telemetry/attributes.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ArcFaceEmbedder } from './arcface.embedder.js';
 import { decodeImage, type DecodedImage } from './image-decoder.js';
@@ -123,7 +124,7 @@ export class FaceAnalyzer {
     const t0 = performance.now();
     const detected = await this.detectDecoded(decoded);
     const t1 = performance.now();
-    const { embeddings, alignMs } = await this.embedder.embed(
+    const { embeddings, alignMs, shared } = await this.embedder.embed(
       decoded.image,
       detected.map((d) => d.landmarks),
     );
@@ -136,7 +137,7 @@ export class FaceAnalyzer {
       stages: [
         { stage: 'detect', start: origin + t0, end: origin + t1 },
         { stage: 'align', start: origin + t1, end: origin + t1 + alignMs },
-        { stage: 'embed', start: origin + t1 + alignMs, end: origin + t2 },
+        { stage: 'embed', start: origin + t1 + alignMs, end: origin + t2, ...(shared > 0 ? { attributes: { [ATTR.sharedFaces]: shared } } : {}) },
       ],
     };
   }

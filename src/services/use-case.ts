@@ -98,7 +98,8 @@ export class Tracing {
    */
   modelStages(spans: readonly StageSpan[], times?: StageTimes, attributes?: Attributes): void {
     for (const s of spans) {
-      this.tracer.startSpan(stageSpan(s.stage), { startTime: s.start, ...(attributes ? { attributes } : {}) }, context.active()).end(s.end);
+      const all = s.attributes ? { ...attributes, ...s.attributes } : attributes;
+      this.tracer.startSpan(stageSpan(s.stage), { startTime: s.start, ...(all ? { attributes: all } : {}) }, context.active()).end(s.end);
       if (times) times[s.stage] = (times[s.stage] ?? 0) + s.end - s.start;
     }
   }

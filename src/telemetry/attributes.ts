@@ -70,6 +70,8 @@ export const ATTR = {
   userId: 'facematch.user_id',
   /** Faces detected in the photo (on the use case's span, the detect/align/embed/store stages, the controller's photo span). */
   faces: 'facematch.faces',
+  /** On an embed stage: faces of the photo embedded by other inference workers (src/inference/shared-embedding.ts). */
+  sharedFaces: 'facematch.faces.shared',
   /** Matches made: an action shot's faces matched to a user, or the action-shot faces a selfie found. */
   matches: 'facematch.matches',
   threshold: 'facematch.threshold',

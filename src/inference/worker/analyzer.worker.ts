@@ -9,9 +9,9 @@ import { toFacematchError } from '../../domain/errors.js';
 import { createLogger } from '../../telemetry/logger.js';
 import { FaceAnalyzer } from '../face-analyzer.js';
 import type { Picture } from '../../domain/face.js';
-import type { AnalyzeRequest, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
+import type { AnalyzeRequest, HelpDone, HelpRequest, ShareOffer, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
 
-const { inference, decode, logLevel, pictureMaxSide, tuning } = workerData as WorkerData;
+const { inference, decode, logLevel, pictureMaxSide, tuning, shareFaces } = workerData as WorkerData;
 const port = parentPort!;
 
 /**
@@ -33,10 +33,24 @@ async function handOver(picture: Picture): Promise<Picture> {
 }
 
 try {
-  const analyzer = await FaceAnalyzer.load(inference, decode, createLogger(logLevel), tuning);
+  const log = createLogger(logLevel);
+  const analyzer = await FaceAnalyzer.load(inference, decode, log, tuning);
   // Warm-up: the first run of a session allocates and optimises; do it before reporting ready.
   await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
-  port.on('message', (req: AnalyzeRequest) => {
+  if (shareFaces) analyzer.embedder.offer = (task) => port.postMessage({ kind: 'share', task } satisfies ShareOffer);
+  port.on('message', (req: AnalyzeRequest | HelpRequest) => {
+    if ('help' in req) {
+      const failed = (error: unknown): void =>
+        log.warn({ err: toFacematchError(error).toJSON() }, 'embedding faces of another worker failed; that worker embeds them itself');
+      void analyzer.embedder.help(req.help, failed).then(
+        (faces) => port.postMessage({ kind: 'helped', faces } satisfies HelpDone),
+        (error: unknown) => {
+          failed(error);
+          port.postMessage({ kind: 'helped', faces: 0 } satisfies HelpDone);
+        },
+      );
+      return;
+    }
     analyzer
       .analyze(req.bytes, req.what, { keepPicture: req.keepPicture ?? false })
       .then(async (analysis) => {

@@ -4,6 +4,7 @@ import type { ErrorCode } from '../../domain/errors.js';
 import type { DrawnFace, FaceAnalysis, Picture } from '../../domain/face.js';
 import type { AnnotateOptions } from '../annotate.js';
 import type { Tuning } from '../session-choice.js';
+import type { SharedFaces } from '../shared-embedding.js';
 
 export interface WorkerData {
   /** Which worker (./entry.ts). */
@@ -15,6 +16,25 @@ export interface WorkerData {
   pictureMaxSide: number;
   /** Session settings the first worker chose; absent in the first worker (it chooses them). */
   tuning?: Tuning;
+  /** The pool has other workers: offer a photo's faces to them (../shared-embedding.ts). */
+  shareFaces?: boolean;
+}
+
+/** To an idle worker: embed faces of another worker's photo while some are left. */
+export interface HelpRequest {
+  help: SharedFaces;
+}
+
+/** From a worker: the faces of its photo are offered to idle workers. */
+export interface ShareOffer {
+  kind: 'share';
+  task: SharedFaces;
+}
+
+/** From a helper: it has stopped taking faces of the offered photo (none left, or told to stop). */
+export interface HelpDone {
+  kind: 'helped';
+  faces: number;
 }
 
 export interface AnalyzeRequest {
@@ -29,6 +49,8 @@ export interface AnalyzeRequest {
 export type WorkerReply =
   | { id: number; ok: true; analysis: FaceAnalysis }
   | { id: number; ok: false; error: { code: ErrorCode; message: string } };
+
+export type WorkerMessage = WorkerReply | ShareOffer | HelpDone;
 
 export interface WorkerReady {
   ready: true;

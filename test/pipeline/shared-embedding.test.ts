@@ -1,0 +1,77 @@
+/**
+ * A crowd photo's faces embedded by every idle inference worker (src/inference/shared-embedding.ts):
+ * the same embeddings as one worker alone, and other photos not held up. A helper's failure or death
+ * is src/inference/shared-embedding.spec.ts's.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FaceAnalysis } from '../../src/domain/face.js';
+import { AnalyzerPool } from '../../src/inference/analyzer-pool.js';
+import { FaceAnalyzer } from '../../src/inference/face-analyzer.js';
+import { ATTR } from '../../src/telemetry/attributes.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+import { group, read, testConfig } from '../support/shared.js';
+
+const CROWD = 'insightface-rest_lumia.jpg';
+const SMALL = 'faceapi_bbt1.jpg';
+const log = createLogger('warn');
+// One intra-op thread everywhere: the reference and the workers run identical sessions.
+const config = testConfig({ FACEMATCH_INTRA_OP_THREADS: '1' });
+
+const sharedFaces = (a: FaceAnalysis): number => a.stages.find((s) => s.stage === 'embed')?.attributes?.[ATTR.sharedFaces] ?? 0;
+
+/** The pool's worker slots (private): to see who is helping. */
+interface SlotView {
+  helping?: unknown;
+}
+const slotsOf = (pool: AnalyzerPool): SlotView[] => (pool as unknown as { slots: SlotView[] }).slots;
+
+describe('a photo’s faces embedded by several inference workers', () => {
+  let alone: FaceAnalyzer;
+  let reference: Map<string, FaceAnalysis>;
+  let crowd: Buffer;
+  let small: Buffer;
+
+  beforeAll(async () => {
+    alone = await FaceAnalyzer.load(config.inference, config.decode, log);
+    [crowd, small] = await Promise.all([read(group(CROWD)), read(group(SMALL))]);
+    reference = new Map([
+      [CROWD, await alone.analyze(crowd)],
+      [SMALL, await alone.analyze(small)],
+    ]);
+  });
+
+  const expectSameFaces = (got: FaceAnalysis, name: string): void => {
+    const want = reference.get(name)!;
+    expect(got.faces.map((f) => f.box)).toEqual(want.faces.map((f) => f.box));
+    // Bit for bit: who embedded a face changes nothing.
+    expect(got.faces.map((f) => [...f.embedding])).toEqual(want.faces.map((f) => [...f.embedding]));
+  };
+
+  describe('in a pool of two workers', () => {
+    let pool: AnalyzerPool;
+    beforeAll(async () => {
+      pool = await AnalyzerPool.start(config.inference, config.decode, 2, log);
+    });
+    afterAll(() => pool.close());
+
+    it('gives a crowd photo the embeddings one worker alone gives, with the idle worker taking part', async () => {
+      expect(reference.get(CROWD)!.faces.length).toBeGreaterThan(100);
+      const got = await pool.analyze(crowd);
+      expectSameFaces(got, CROWD);
+      expect(sharedFaces(got)).toBeGreaterThan(0);
+      expect(sharedFaces(got)).toBeLessThan(got.faces.length);
+    });
+
+    it('does not hold up a photo that arrives meanwhile: the helper turns to it', async () => {
+      const order: string[] = [];
+      const big = pool.analyze(crowd).then((a) => (order.push(CROWD), a));
+      // The second photo arrives once the crowd's faces are being shared.
+      while (!slotsOf(pool).some((s) => s.helping)) await new Promise((r) => setTimeout(r, 5));
+      const next = pool.analyze(small).then((a) => (order.push(SMALL), a));
+      const [b, n] = await Promise.all([big, next]);
+      expect(order).toEqual([SMALL, CROWD]);
+      expectSameFaces(b, CROWD);
+      expectSameFaces(n, SMALL);
+    });
+  });
+});
