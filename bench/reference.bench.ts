@@ -18,6 +18,14 @@
  *
  * Prints a table and writes bench/out/reference.json.
  *
+ * Two ways to run facematch's side (BENCH_FACEMATCH):
+ * - `analyzer` (default): one FaceAnalyzer in this thread, BENCH_THREADS intra-op threads, the same
+ *   sessions as the Python side: the pipelines compared alone.
+ * - `pool`: the service's inference pool as it starts by default, one worker per core with one
+ *   intra-op thread each, a photo's faces embedded by every idle worker (src/inference/
+ *   shared-embedding.ts); the Python side keeps BENCH_THREADS threads (onnxruntime's default: every
+ *   core), as the InsightFace pipeline runs by default. Photos still go one at a time.
+ *
  * Environment: BENCH_ITERATIONS (default 5 per side, after one warm-up each), BENCH_THREADS (intra-op
  * threads, default all cores), BENCH_PYTHON_SPINNING (0 or 1; by default the Python side's sessions
  * take the intra-op threads and spinning of facematch's sessions in force, which its session tuner,
@@ -33,9 +41,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import sharp from 'sharp';
 import { parseConfig } from '../src/config/config.js';
-import { cosine, type Face } from '../src/domain/face.js';
+import { cosine, type Face, type FaceAnalysis } from '../src/domain/face.js';
+import { AnalyzerPool } from '../src/inference/analyzer-pool.js';
 import { FaceAnalyzer } from '../src/inference/face-analyzer.js';
-import type { ModelPack } from '../src/inference/model-pack.js';
+import { readModelPack, type ModelPack } from '../src/inference/model-pack.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import {
   GROUPS_DIR,
@@ -66,6 +75,8 @@ const SAME_FACE_IOU = 0.5;
 const iterations = positiveEnv('BENCH_ITERATIONS', 5);
 const threads = positiveEnv('BENCH_THREADS', os.availableParallelism());
 const spinningEnv = process.env.BENCH_PYTHON_SPINNING;
+const mode = process.env.BENCH_FACEMATCH ?? 'analyzer';
+if (mode !== 'analyzer' && mode !== 'pool') throw new Error('BENCH_FACEMATCH must be analyzer or pool');
 if (spinningEnv !== undefined && spinningEnv !== '0' && spinningEnv !== '1') throw new Error('BENCH_PYTHON_SPINNING must be 0 or 1');
 
 const config = parseConfig({
@@ -202,7 +213,7 @@ interface SessionSetting {
  * has one (it may pick another optimisation level, one thread, or no spinning on this CPU), else
  * the static settings (graph optimisation `all`, the configured threads, spinning).
  */
-function facematchSessions(analyzer: FaceAnalyzer): Record<Role, SessionSetting> {
+function facematchSessions(analyzer: object): Record<Role, SessionSetting> {
   const tuning = (analyzer as unknown as { tuning?: Record<string, { choice?: Omit<SessionSetting, 'source'>; source?: string } | undefined> })
     .tuning;
   const one = (role: Role): SessionSetting => {
@@ -212,11 +223,14 @@ function facematchSessions(analyzer: FaceAnalyzer): Record<Role, SessionSetting>
   return { detector: one('detector'), embedder: one('embedder') };
 }
 
-/** The Python side's: facematch's threads, and its spinning unless BENCH_PYTHON_SPINNING says otherwise. */
+/**
+ * The Python side's: facematch's threads (BENCH_THREADS against the pool), and its spinning unless
+ * BENCH_PYTHON_SPINNING says otherwise.
+ */
 function pythonSessions(fm: Record<Role, SessionSetting>): Record<Role, SessionSetting> {
   const one = (s: SessionSetting): SessionSetting => ({
     level: 'all',
-    threads: s.threads,
+    threads: mode === 'pool' ? threads : s.threads,
     spinning: spinningEnv === undefined ? s.spinning : spinningEnv === '1',
     source: spinningEnv === undefined ? 'as facematch' : 'BENCH_PYTHON_SPINNING',
   });
@@ -306,7 +320,12 @@ interface PhotoResult {
   runs_ms: { facematch: number[]; python: number[] };
 }
 
-async function benchPhoto(analyzer: FaceAnalyzer, ref: Reference, input: Input): Promise<PhotoResult> {
+/** facematch's side: a FaceAnalyzer or the service's AnalyzerPool. */
+interface Side {
+  analyze(bytes: Uint8Array, what?: string): Promise<FaceAnalysis>;
+}
+
+async function benchPhoto(analyzer: Side, ref: Reference, input: Input): Promise<PhotoResult> {
   // Warm-up of each side, which also gives the faces to compare.
   const ours = await analyzer.analyze(input.bytes, input.name);
   const theirs = await ref.analyze(input.name, input.bytes, true);
@@ -343,11 +362,15 @@ async function benchPhoto(analyzer: FaceAnalyzer, ref: Reference, input: Input):
 async function main(): Promise<void> {
   const started = performance.now();
   const setup = await setupReference();
-  const analyzer = await FaceAnalyzer.load(config.inference, config.decode, log);
+  const pack = await readModelPack(config.inference.modelPack);
+  const analyzer: Side & { tuning?: unknown; close?: () => Promise<void> } =
+    mode === 'pool'
+      ? await AnalyzerPool.start({ ...config.inference, intraOpThreads: 0 }, config.decode, os.availableParallelism(), log)
+      : await FaceAnalyzer.load(config.inference, config.decode, log);
   // The venv's python is <pyref>/venv/bin/python: FaceAnalysis's model folder goes in <pyref>.
   const fmSessions = facematchSessions(analyzer);
   const pySessions = pythonSessions(fmSessions);
-  const ref = await Reference.start(setup.python, path.resolve(setup.python, '..', '..', '..'), analyzer.pack, pySessions);
+  const ref = await Reference.start(setup.python, path.resolve(setup.python, '..', '..', '..'), pack, pySessions);
 
   const results: PhotoResult[] = [];
   let otherShare: number | null = null;
@@ -366,6 +389,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await ref.stop();
+    await analyzer.close?.();
   }
 
   // --- Table
@@ -400,10 +424,11 @@ async function main(): Promise<void> {
   const rd = ref.ready;
   const cpus = os.cpus();
   console.log(
-    `facematch vs the InsightFace Python pipeline: ${cpuDescription(cpus)}, pack ${analyzer.pack.name} ` +
-      `(${analyzer.pack.detector.file} + ${analyzer.pack.embedder.file}), ${iterations} interleaved runs per side after 1 warm-up, ` +
+    `facematch vs the InsightFace Python pipeline: ${cpuDescription(cpus)}, pack ${pack.name} ` +
+      `(${pack.detector.file} + ${pack.embedder.file}), ${iterations} interleaved runs per side after 1 warm-up, ` +
+      `facematch as ${mode === 'pool' ? `the service's inference pool (${os.availableParallelism()} workers)` : 'one FaceAnalyzer'}, ` +
       `BENCH_THREADS ${threads}\n` +
-      `  facematch: Node ${process.version}, onnxruntime-node ${machineInfo(cpus).onnxruntime}, detector input ${analyzer.pack.detector.inputSize.join('x')} ` +
+      `  facematch: Node ${process.version}, onnxruntime-node ${machineInfo(cpus).onnxruntime}, detector input ${pack.detector.inputSize.join('x')} ` +
       `(longest side; the other side follows the photo's aspect), score ${config.inference.detScore}, NMS ${config.inference.nmsIou}, decode max side ${config.decode.maxSide}; ` +
       `sessions: detector ${describeSession(fmSessions.detector)}; embedder ${describeSession(fmSessions.embedder)}\n` +
       `  python:    insightface ${rd.insightface}, onnxruntime ${rd.onnxruntime}, OpenCV ${rd.opencv} (${rd.cv2_threads} threads), numpy ${rd.numpy}, Python ${rd.python}; ` +
@@ -428,7 +453,8 @@ async function main(): Promise<void> {
   // --- JSON
   const report = {
     date: new Date().toISOString(),
-    pack: analyzer.pack.name,
+    pack: pack.name,
+    facematch_side: mode,
     iterations,
     bench_threads: threads,
     sessions: { facematch: fmSessions, python: pySessions },
@@ -452,7 +478,7 @@ async function main(): Promise<void> {
     })),
     wall_s: round((performance.now() - started) / 1000),
   };
-  const written = await writeReport('reference.json', report);
+  const written = await writeReport(mode === 'pool' ? 'reference-pool.json' : 'reference.json', report);
   console.log(`\nwrote ${written} in ${report.wall_s} s`);
 }
 
