@@ -86,6 +86,8 @@ const COPY_ROWS_PER_STATEMENT = 256;
  * dimension; the target column's checks it.
  */
 const STAGING = 'pg_temp.facematch_vector_upserts';
+/** searchMany()'s query vectors, copied in binary the same way (one search transaction's, emptied at its end). */
+const QUERIES = 'pg_temp.facematch_vector_queries';
 /** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
@@ -176,6 +178,11 @@ export class PgliteVectorStore implements VectorStore {
     await this.db.query(
       `CREATE TEMP TABLE IF NOT EXISTS ${STAGING.slice('pg_temp.'.length)}
          (n int NOT NULL, id text NOT NULL, event_id text NOT NULL, photo_id text NOT NULL, user_id text, embedding public.vector NOT NULL)
+         ON COMMIT DELETE ROWS`,
+    );
+    await this.db.query(
+      `CREATE TEMP TABLE IF NOT EXISTS ${QUERIES.slice('pg_temp.'.length)}
+         (i int NOT NULL, event_id text NOT NULL, lim int NOT NULL, v public.vector NOT NULL)
          ON COMMIT DELETE ROWS`,
     );
     const indexes = {} as Record<Collection, AnnIndex>;
@@ -299,18 +306,22 @@ export class PgliteVectorStore implements VectorStore {
     const table = this.table(collection);
     if (queries.length === 0) return [];
     for (const q of queries) {
-      if (!Number.isInteger(q.limit) || q.limit < 1) throw new InvalidArgumentError(`search limit must be a positive integer, got ${q.limit}`);
+      if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > 0x7fffffff) {
+        throw new InvalidArgumentError(`search limit must be a positive 32-bit integer, got ${q.limit}`);
+      }
       if (!Number.isFinite(q.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
     }
-    const vectors = queries.map((q) => this.literal(q.embedding));
-    const sql = `SELECT q.i::int AS query, h.id, h.event_id, h.photo_id, h.user_id, h.distance
-                   FROM unnest($1::text[]::vector[], $2::text[], $3::int[], $4::int[]) AS q(v, event_id, lim, i)
+    for (const q of queries) this.checkEmbedding(q.embedding);
+    // The query vectors reach PGlite in binary, as upserts do (QUERIES).
+    const copied = encodeCopyBinary(queries.map((q, i): CopyField[] => [i, q.eventId, q.limit, q.embedding]));
+    const sql = `SELECT q.i AS query, h.id, h.event_id, h.photo_id, h.user_id, h.distance
+                   FROM ${QUERIES} q
                    CROSS JOIN LATERAL (
                      SELECT id, event_id, photo_id, user_id, embedding <=> q.v AS distance
                        FROM ${table} WHERE event_id = q.event_id ORDER BY embedding <=> q.v LIMIT q.lim
-                   ) h`;
-    const run = (tx: SqlTransaction, which: readonly number[]): Promise<HitRow[]> =>
-      tx.query<HitRow>(sql, [which.map((i) => vectors[i]!), which.map((i) => queries[i]!.eventId), which.map((i) => queries[i]!.limit), which]);
+                   ) h
+                  WHERE q.i = ANY($1::int[])`;
+    const run = (tx: SqlTransaction, which: readonly number[]): Promise<HitRow[]> => tx.query<HitRow>(sql, [which]);
     const byQuery: HitRow[][] = queries.map(() => []);
     const runAll = async (tx: SqlTransaction, which: readonly number[]): Promise<void> => {
       for (let start = 0; start < which.length; start += SEARCH_QUERIES_PER_STATEMENT) {
@@ -327,6 +338,7 @@ export class PgliteVectorStore implements VectorStore {
       await runAll(tx, which);
     };
     await this.db.transaction(async (tx) => {
+      await tx.copyIn(`COPY ${QUERIES} (i, event_id, lim, v) FROM '/dev/blob' WITH (FORMAT binary)`, copied);
       const events = [...new Set(queries.map((q) => q.eventId))];
       const counted = await tx.query<{ event_id: string; n: number }>(
         `SELECT event_id, count(*)::int AS n FROM ${table} WHERE event_id = ANY($1::text[]) GROUP BY event_id`,
@@ -415,13 +427,5 @@ export class PgliteVectorStore implements VectorStore {
     for (let i = 0; i < embedding.length; i++) {
       if (!Number.isFinite(embedding[i]!)) throw new InvalidArgumentError('embedding holds a NaN or infinite value');
     }
-  }
-
-  /** pgvector's text form, '[a,b,...]'; 9 significant digits round-trip a float32. */
-  private literal(embedding: Float32Array): string {
-    this.checkEmbedding(embedding);
-    const parts = new Array<string>(embedding.length);
-    for (let i = 0; i < embedding.length; i++) parts[i] = embedding[i]!.toPrecision(9);
-    return `[${parts.join(',')}]`;
   }
 }
