@@ -2,6 +2,7 @@
  * The session settings the tuner (./session-tuner.ts) chooses, without onnxruntime itself: the
  * inference pool reads them on the main thread, which does not load the native binding.
  */
+import { availableParallelism } from 'node:os';
 import type { InferenceConfig, OrtLevel } from '../config/config.js';
 import type { SessionOptions } from './onnx-session.js';
 
@@ -69,4 +70,12 @@ export function describeChoice(c: SessionChoice): string {
 export function mayMeasure(inference: InferenceConfig): boolean {
   const { detector, embedder } = inference.ortOptimization;
   return inference.ortTuning === 'auto' && inference.device === 'cpu' && !(detector && embedder);
+}
+
+/**
+ * The intra-op threads of each session in a pool of `workers`: the configured count, else the cores
+ * shared out (at least one). The tuning cache is keyed by it.
+ */
+export function workerThreads(intraOpThreads: number, workers: number): number {
+  return intraOpThreads || Math.max(1, Math.floor(availableParallelism() / Math.max(1, workers)));
 }

@@ -14,7 +14,7 @@ import { parseConfig, type InferenceConfig } from '../config/config.js';
 import { AnalyzerPool } from './analyzer-pool.js';
 import { FaceAnalyzer } from './face-analyzer.js';
 import type { CandidateTime, ModelRole, Tuning } from './session-choice.js';
-import { tuneSessions, type TuneModel } from './session-tuner.js';
+import { modelsToMeasure, tuneSessions, type TuneModel } from './session-tuner.js';
 
 const SHARED = path.resolve(import.meta.dirname, '../../../shared');
 const MODELS_DIR = path.join(SHARED, 'models');
@@ -71,6 +71,8 @@ describe('onnxruntime session tuning', () => {
   let first: Tuning;
 
   it('measures every candidate level on this CPU, keeps one no slower than the static choice, logs it with each time', async () => {
+    // What a service's start asks before it starts (it then opens its stores after the pool).
+    expect(await modelsToMeasure(inference(cache()), TEST_PACK)).toEqual(['detector', 'embedder']);
     const { tuning, lines } = await tune(inference(cache()));
     first = tuning;
     let rematches = 0;
@@ -105,6 +107,7 @@ describe('onnxruntime session tuning', () => {
   });
 
   it('a second start with the same cache takes the choices from it without measuring', async () => {
+    expect(await modelsToMeasure(inference(cache()), TEST_PACK)).toEqual([]);
     const { tuning, lines } = await tune(inference(cache()));
     expect(tuning.detector).toMatchObject({ source: 'cache', choice: first.detector.choice, candidates: first.detector.candidates });
     expect(tuning.embedder).toMatchObject({ source: 'cache', choice: first.embedder.choice });
@@ -113,6 +116,8 @@ describe('onnxruntime session tuning', () => {
   });
 
   it('another model, or another thread budget, is measured again; the rest still comes from the cache', async () => {
+    expect(await modelsToMeasure(inference(cache()), { ...TEST_PACK, detector: model('det_2.5g.onnx', 640) })).toEqual(['detector']);
+    expect(await modelsToMeasure(inference(cache(), { FACEMATCH_INTRA_OP_THREADS: '2', FACEMATCH_ORT_OPTIMIZATION: 'detector=all' }), TEST_PACK)).toEqual(['embedder']);
     const other = await tune(inference(cache()), { ...TEST_PACK, detector: model('det_2.5g.onnx', 640) });
     expect(other.tuning.detector.source).toBe('measured');
     expect(other.tuning.embedder.source).toBe('cache');
@@ -131,6 +136,9 @@ describe('onnxruntime session tuning', () => {
   });
 
   it('FACEMATCH_ORT_OPTIMIZATION, FACEMATCH_ORT_TUNING=off and CUDA skip the measuring', async () => {
+    for (const env of [{ FACEMATCH_ORT_OPTIMIZATION: 'detector=all,embedder=extended' }, { FACEMATCH_ORT_TUNING: 'off' }, { FACEMATCH_DEVICE: 'cuda' }] as Record<string, string>[]) {
+      expect(await modelsToMeasure(inference(path.join(dir, 'unused.json'), env), TEST_PACK)).toEqual([]);
+    }
     const pinned = await tune(inference(path.join(dir, 'unused.json'), { FACEMATCH_ORT_OPTIMIZATION: 'detector=all,embedder=extended' }));
     expect(pinned.tuning.detector).toMatchObject({ source: 'override', choice: { level: 'all', threads: 1, spinning: true }, candidates: [] });
     expect(pinned.tuning.embedder).toMatchObject({ source: 'override', choice: { level: 'extended' } });

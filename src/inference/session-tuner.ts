@@ -29,7 +29,7 @@ import { z } from 'zod';
 import { ORT_LEVELS, type InferenceConfig, type OrtLevel } from '../config/config.js';
 import type { Logger } from '../telemetry/logger.js';
 import { createSession, inputsOf, isFixed } from './onnx-session.js';
-import { describeChoice, sessionOptionsFor, type CandidateTime, type ModelRole, type ModelTuning, type SessionChoice, type Tuning } from './session-choice.js';
+import { describeChoice, mayMeasure, sessionOptionsFor, type CandidateTime, type ModelRole, type ModelTuning, type SessionChoice, type Tuning } from './session-choice.js';
 
 export interface TuneModel {
   file: string;
@@ -219,8 +219,9 @@ async function measure(
   const candidates: CandidateTime[] = levels.map((choice, i) => ({ choice, ms: first.ms[i]!, step: 'levels' }));
   /**
    * A challenger that beat the incumbent is timed against it once more and wins only if it wins
-   * again: a burst of other work (the stores opening beside the first worker at a service's start)
-   * once made `all` look 2.4x slower than it is here and a 2x slower level win.
+   * again: a burst of other work (the stores opening beside the first worker at a service's start,
+   * which now waits for the measuring: createApp's startOrder) once made `all` look 2.4x slower than
+   * it is here and a 2x slower level win; other load on the machine can still do so.
    */
   const confirmed = async (incumbent: CandidateTime, winner: CandidateTime): Promise<CandidateTime> => {
     if (winner === incumbent) return winner;
@@ -245,6 +246,23 @@ async function measure(
     );
   }
   return { choice: best.choice, candidates, shapes: first.shapes, runs: first.rounds, measuredAt: new Date().toISOString(), loadAverage };
+}
+
+/**
+ * The models tuneSessions would measure with this configuration (tuning on, on the CPU, the level not
+ * pinned, and no choice in the tuning cache for this CPU, model file, input size and threads), from
+ * the cache alone, without measuring; none when every choice is fixed or cached. An unreadable or
+ * corrupt cache counts as empty, as it does for tuneSessions.
+ */
+export async function modelsToMeasure(inference: InferenceConfig, models: Record<ModelRole, TuneModel>): Promise<ModelRole[]> {
+  if (!mayMeasure(inference)) return [];
+  const { cache } = await readCache(inference.tuningCache);
+  const roles: ModelRole[] = [];
+  for (const role of ['detector', 'embedder'] as const) {
+    if (inference.ortOptimization[role]) continue;
+    if (!cache.entries[await cacheKey(role, models[role], inference.intraOpThreads)]) roles.push(role);
+  }
+  return roles;
 }
 
 /**
