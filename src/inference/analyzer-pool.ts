@@ -12,13 +12,12 @@
  * one already running in a worker finishes there (onnxruntime cannot stop a run), but its caller is
  * answered at once and the result is dropped.
  */
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DecodeConfig, InferenceConfig } from '../config/config.js';
 import { CancelledError, errorFromJSON, InternalError } from '../domain/errors.js';
 import type { FaceAnalysis } from '../domain/face.js';
 import type { Logger } from '../telemetry/logger.js';
-import { describeChoice, mayMeasure, type Tuning } from './session-choice.js';
+import { describeChoice, mayMeasure, workerThreads, type Tuning } from './session-choice.js';
 import { workerUrl } from './worker/entry.js';
 import { abandon, stopHelpers, unclaimed, type SharedFaces } from './shared-embedding.js';
 import type { AnalyzeRequest, HelpRequest, WorkerData, WorkerFailed, WorkerMessage, WorkerReady } from './worker/protocol.js';
@@ -73,7 +72,7 @@ export class AnalyzerPool {
     pictureMaxSide = 0,
   ): Promise<AnalyzerPool> {
     const n = Math.max(1, workers);
-    const threads = inference.intraOpThreads || Math.max(1, Math.floor(availableParallelism() / n));
+    const threads = workerThreads(inference.intraOpThreads, n);
     const perWorker: InferenceConfig = { ...inference, intraOpThreads: threads, interOpThreads: inference.interOpThreads || 1 };
     // When the session settings may be measured, the first worker chooses them alone (no other
     // worker's loading disturbs its timings) and the others get its choice; otherwise (tuning off,
