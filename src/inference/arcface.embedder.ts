@@ -98,10 +98,10 @@ export class ArcFaceEmbedder {
     const cap = this.provider === 'cuda' ? MAX_BATCH_CUDA : MAX_BATCH;
     const t0 = performance.now();
     if (this.offer && this.provider === 'cpu' && faces.length >= MIN_SHARED_FACES) {
-      // A batched model claims a quarter of the faces at a time (up to its cap), so that two or
-      // three workers still share the work evenly; a fixed one, a face.
-      const chunk = this.batched ? Math.min(cap, Math.ceil(faces.length / 4)) : 1;
-      const task = createSharedFaces(faces.length, per, this.dimension, chunk);
+      // A face at a time, batched model or not: a helper answers a waiting photo after its current
+      // run, so runs stay short; and on the CPU, one thread per worker, several faces a run gained
+      // nothing (npm run bench:embed: 17.4 ms a face alone, 18.5 in runs of 4, 22.6 of 16).
+      const task = createSharedFaces(faces.length, per, this.dimension, 1);
       const tensors = new Float32Array(task.input);
       faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, tensors, i * per));
       const alignMs = performance.now() - t0;

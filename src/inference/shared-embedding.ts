@@ -12,8 +12,8 @@
  * delays another request by more than one run.
  *
  * The embeddings do not depend on who computed them: every worker runs the same model with the same
- * session settings (chosen once for the pool: ./session-tuner.ts), one face per run for a fixed-batch
- * model; a batched model runs chunks of faces as it would alone.
+ * session settings (chosen once for the pool: ./session-tuner.ts), one face per run when shared (a
+ * batched model alone runs several: its results are the same, tested in onnx-batch-axis.spec.ts).
  *
  * Failures: a helper whose run fails marks its faces done without writing them; a helper that dies
  * is reported by the pool (`abandon`). Either way the owner embeds every face still missing itself.
