@@ -8,12 +8,11 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { trace } from '@opentelemetry/api';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig, type Config } from '../config/config.js';
 import { AnalyzerPool } from '../inference/analyzer-pool.js';
+import { captureLog } from '../../test/support/log-capture.js';
 import { createApp, startOrder } from './app.js';
 
 const SHARED = path.resolve(import.meta.dirname, '../../../shared');
@@ -25,16 +24,7 @@ interface Line {
   reason?: string;
 }
 
-function capture(): { log: pino.Logger; lines: () => Line[] } {
-  const raw: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      raw.push(chunk.toString());
-      done();
-    },
-  });
-  return { log: pino({ level: 'info' }, sink), lines: () => raw.map((l) => JSON.parse(l) as Line) };
-}
+const capture = () => captureLog<Line>('info');
 
 let dir: string;
 beforeAll(async () => {

@@ -96,24 +96,22 @@ export class ArcFaceEmbedder {
     const per = 3 * w * h;
     const layout = { width: w, height: h, mean: this.spec.mean, std: this.spec.std, bgr: this.spec.colorOrder === 'BGR' };
     const cap = this.provider === 'cuda' ? MAX_BATCH_CUDA : MAX_BATCH;
+    // Offered to the pool's idle workers, the aligned faces go to shared memory, a face per claim
+    // (batched model or not: a helper answers a waiting photo after its current run, and on the CPU,
+    // one thread per worker, several faces a run gained nothing: 17.4 ms a face alone, 18.5 in runs
+    // of 4, 22.6 of 16, the test embedder on the 2-core EPYC of 2026-12-02).
+    const task =
+      this.offer && this.provider === 'cpu' && faces.length >= MIN_SHARED_FACES ? createSharedFaces(faces.length, per, this.dimension, 1) : undefined;
     const t0 = performance.now();
-    if (this.offer && this.provider === 'cpu' && faces.length >= MIN_SHARED_FACES) {
-      // A face at a time, batched model or not: a helper answers a waiting photo after its current
-      // run, so runs stay short; and on the CPU, one thread per worker, several faces a run gained
-      // nothing (npm run bench:embed: 17.4 ms a face alone, 18.5 in runs of 4, 22.6 of 16).
-      const task = createSharedFaces(faces.length, per, this.dimension, 1);
-      const tensors = new Float32Array(task.input);
-      faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, tensors, i * per));
-      const alignMs = performance.now() - t0;
-      this.offer(task);
-      const run: EmbedRun = (t, n) => this.run(t, n);
-      const mine = await takeShare(task, run, false);
-      const embeddings = await collectShare(task, run);
-      return { embeddings, alignMs, shared: faces.length - mine };
-    }
-    const batch = new Float32Array(per * faces.length);
+    const batch = task ? new Float32Array(task.input) : new Float32Array(per * faces.length);
     faces.forEach((l, i) => sampleToTensor(image, alignmentToImage(l, this.spec.inputSize), layout, batch, i * per));
     const alignMs = performance.now() - t0;
+    if (task) {
+      this.offer!(task);
+      const run: EmbedRun = (t, n) => this.run(t, n);
+      const mine = await takeShare(task, run, false);
+      return { embeddings: await collectShare(task, run), alignMs, shared: faces.length - mine };
+    }
     const embeddings: Float32Array[] = [];
     const size = this.batched ? Math.min(cap, Math.max(1, faces.length)) : 1;
     for (let start = 0; start < faces.length; start += size) {

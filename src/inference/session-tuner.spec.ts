@@ -7,13 +7,12 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type InferenceConfig } from '../config/config.js';
 import { AnalyzerPool } from './analyzer-pool.js';
 import { FaceAnalyzer } from './face-analyzer.js';
 import type { CandidateTime, ModelRole, Tuning } from './session-choice.js';
+import { captureLog } from '../../test/support/log-capture.js';
 import { modelsToMeasure, tuneSessions, type TuneModel } from './session-tuner.js';
 
 const SHARED = path.resolve(import.meta.dirname, '../../../shared');
@@ -31,16 +30,7 @@ interface Line {
 }
 
 /** A debug-level logger whose lines are kept: "model loaded on CPU" is logged for each session made. */
-function capture(): { log: pino.Logger; lines: () => Line[] } {
-  const raw: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      raw.push(chunk.toString());
-      done();
-    },
-  });
-  return { log: pino({ level: 'debug' }, sink), lines: () => raw.map((l) => JSON.parse(l) as Line) };
-}
+const capture = () => captureLog<Line>('debug');
 
 const sessionsMade = (lines: Line[]): number => lines.filter((l) => l.msg === 'model loaded on CPU').length;
 
