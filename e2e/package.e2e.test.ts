@@ -26,10 +26,13 @@ interface Run {
   stderr: string;
 }
 
-/** The environment of a user's shell: none of the npm script variables `npm test` sets, no FACEMATCH_*. */
+/**
+ * The environment of a user's shell: none of the npm script variables `npm test` sets, no FACEMATCH_*;
+ * but its cache folder (where the onnxruntime tuning cache goes) is the test's, not this machine's.
+ */
 function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(npm_|FACEMATCH_|INIT_CWD$)/i.test(k)));
-  return { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', ...extra };
+  return { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', XDG_CACHE_HOME: path.join(dir, 'cache'), ...extra };
 }
 
 function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Run> {
@@ -113,6 +116,8 @@ describe('the npm package', () => {
       .map((l) => JSON.parse(l) as { msg?: string; workers?: number; intraOpThreads?: number })
       .find((l) => l.msg === 'inference workers ready');
     expect(ready, r.stderr).toMatchObject({ workers: 1, intraOpThreads: availableParallelism() });
+    // A first run measured the session settings for this CPU and cached them where a user's cache goes.
+    expect(existsSync(path.join(dir, 'cache', 'facematch', 'ort-tuning.json'))).toBe(true);
   });
 
   it('facematch serve answers /readyz 200, serves the contract by reflection, and stops on SIGTERM', async () => {
