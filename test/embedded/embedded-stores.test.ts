@@ -200,11 +200,12 @@ describe('embedded database', () => {
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
       { scope: 'vectors', version: '0003_ivfflat' },
+      { scope: 'vectors', version: '0004_staging' },
     ]);
     await stores.close();
 
     const again = await openStores(dir);
-    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 7 }]);
+    expect(await again.db.query('SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: 8 }]);
     const wrong = new PgliteVectorStore(await PgliteDatabase.open(dir));
     await expect(wrong.init(128)).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringContaining('512') as string });
     await wrong.close();
@@ -239,21 +240,24 @@ describe('embedded database', () => {
     await next.close();
     const tables = await stores.db.query<{ schema: string; name: string }>(
       `SELECT table_schema AS schema, table_name AS name FROM information_schema.tables
-        WHERE table_name IN ('action_faces', 'user_samples', 'embedding_space', 'photos') ORDER BY 1, 2`,
+        WHERE table_name IN ('action_faces', 'user_samples', 'embedding_space', 'photos', 'vector_upserts') ORDER BY 1, 2`,
     );
     expect(tables).toEqual([
       { schema: 'public', name: 'action_faces' },
       { schema: 'public', name: 'embedding_space' },
       { schema: 'public', name: 'photos' },
       { schema: 'public', name: 'user_samples' },
+      { schema: 'public', name: 'vector_upserts' },
       { schema: 'vectors_next', name: 'action_faces' },
       { schema: 'vectors_next', name: 'embedding_space' },
       { schema: 'vectors_next', name: 'user_samples' },
+      { schema: 'vectors_next', name: 'vector_upserts' },
     ]);
     expect(await stores.db.query("SELECT version FROM schema_migrations WHERE scope = 'vectors:next' ORDER BY 1")).toEqual([
       { version: '0001_vectors' },
       { version: '0002_embedding_space' },
       { version: '0003_ivfflat' },
+      { version: '0004_staging' },
     ]);
     expect(await stores.db.query('SELECT pack FROM vectors_next.embedding_space')).toEqual([{ pack: 'buffalo_s' }]);
     await stores.close();
@@ -361,6 +365,28 @@ describe('embedded database', () => {
     expect(Object.is(rows[1]!.v[2], -0)).toBe(true);
     expect(Float32Array.from(rows[0]!.v)).toEqual(records[2]!.embedding);
     await lease.close();
+  });
+
+  it('leaves nothing in its staging tables, whether a write empties them by DELETE or, past 2,048 rows, by TRUNCATE', async () => {
+    const dir = await freshDataDir();
+    const lease = await PgliteDatabase.open(dir);
+    const vectors = new PgliteVectorStore(lease);
+    await vectors.init(DIM);
+    const random = seededRandom(13);
+    const staged = (): Promise<unknown[]> =>
+      lease.query('SELECT (SELECT count(*) FROM vector_upserts)::int AS upserts, (SELECT count(*) FROM vector_queries)::int AS queries');
+    const crowd = Array.from({ length: 2100 }, (_, i) => ({ id: `big/${i}`, eventId: 'e', photoId: `big${i % 7}`, embedding: randomUnit(random) }));
+    await vectors.upsert('action_faces', crowd);
+    expect(await staged()).toEqual([{ upserts: 0, queries: 0 }]);
+    for (let i = 0; i < 3; i++) await vectors.upsert('action_faces', [{ id: `small/${i}`, eventId: 'e', photoId: `small${i}`, embedding: randomUnit(random) }]);
+    const hits = await vectors.searchMany(
+      'action_faces',
+      crowd.slice(0, 40).map((r) => ({ eventId: 'e', embedding: r.embedding, limit: 1, minSimilarity: -1 })),
+    );
+    expect(hits.map((h) => h[0]?.id)).toEqual(crowd.slice(0, 40).map((r) => r.id));
+    expect(await staged()).toEqual([{ upserts: 0, queries: 0 }]);
+    expect(await lease.query('SELECT count(*)::int AS n FROM action_faces')).toEqual([{ n: 2103 }]);
+    await vectors.close();
   });
 
   it('finds the true nearest of the searched event among 2,000 vectors, whichever plan the planner picks', async () => {
@@ -511,6 +537,8 @@ describe('embedded database', () => {
     lease.transaction = transaction;
 
     expect(await lease.query('SELECT count(*)::int AS n FROM action_faces')).toEqual([{ n: 200 }]);
+    // Nor did the failed write leave its copied rows where upserts are staged.
+    expect(await lease.query('SELECT count(*)::int AS n FROM vector_upserts')).toEqual([{ n: 0 }]);
     for (const face of before.filter((_, i) => i % 20 === 0)) {
       const [hit] = await vectors.search('action_faces', { eventId: 'e', embedding: face.embedding, limit: 1, minSimilarity: -1 });
       expect({ id: hit?.id, same: (hit?.similarity ?? 0) > 0.9999 }).toEqual({ id: face.id, same: true });
@@ -556,7 +584,10 @@ describe('embedded database', () => {
       { scope: 'vectors', version: '0001_vectors' },
       { scope: 'vectors', version: '0002_embedding_space' },
       { scope: 'vectors', version: '0003_ivfflat' },
+      { scope: 'vectors', version: '0004_staging' },
     ]);
+    // The killed writes left no rows where vectors are staged.
+    expect(await db.query('SELECT (SELECT count(*) FROM vector_upserts)::int AS u, (SELECT count(*) FROM vector_queries)::int AS q')).toEqual([{ u: 0, q: 0 }]);
     // Every photo has exactly the faces its record says, numbered from 0; no face without its photo.
     const photos = await db.query<{ photo_id: string; source_url: string; faces: number; max_idx: number | null }>(
       `SELECT p.photo_id, p.source_url, count(f.face_id)::int AS faces, max(f.idx) AS max_idx

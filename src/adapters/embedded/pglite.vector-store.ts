@@ -72,7 +72,7 @@ const MIN_PROBES = 10;
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
  * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). With vectors as text a
  * row cost ~1-2 ms, and 50 rows a statement held the event loop ~100 ms (/healthz under load 58 ms
- * against the e2e's < 50), so statements were cut to 8 rows. Loaded in binary (STAGING), a row costs
+ * against the e2e's < 50), so statements were cut to 8 rows. Loaded in binary (STAGING_TRUNCATE_ROWS), a row costs
  * ~0.5 ms at 100k stored with the IVFFlat index (~1,800 rows/s in 50-row transactions against ~580
  * for 8 text rows, in one sitting), so 32 rows keep a statement near 15 ms.
  */
@@ -80,14 +80,15 @@ const UPSERT_ROWS_PER_STATEMENT = 32;
 /** Rows per binary COPY into the staging table (no index there, ~0.05 ms a row). */
 const COPY_ROWS_PER_STATEMENT = 256;
 /**
- * Upserts reach their table through this temporary table (of the PGlite session, emptied at every
- * commit or rollback): a binary COPY fills it (vectors in pgvector's binary form, no text parsing:
- * ./copy-binary.ts), then INSERT ... SELECT ... ON CONFLICT moves the rows. Its vector column has no
- * dimension; the target column's checks it.
+ * Upserts reach their table through the namespace's `vector_upserts` (migration 0004): a binary COPY
+ * fills it (vectors in pgvector's binary form, no text parsing: ./copy-binary.ts), INSERT ... SELECT
+ * ... ON CONFLICT moves the rows, and the same transaction empties it; searchMany()'s query vectors
+ * go through `vector_queries` the same way. So no committed row is ever in them, whatever fails.
+ * Emptied by DELETE (PGlite runs no autovacuum, and the dead rows stay), and by TRUNCATE once about
+ * this many rows went through one since it was last truncated (and at init): a TRUNCATE cost ~3 ms
+ * in PGlite against ~0.2 for the DELETE of a photo's rows.
  */
-const STAGING = 'pg_temp.facematch_vector_upserts';
-/** searchMany()'s query vectors, copied in binary the same way (one search transaction's, emptied at its end). */
-const QUERIES = 'pg_temp.facematch_vector_queries';
+const STAGING_TRUNCATE_ROWS = 2048;
 /** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
 const EXACT_SEARCH_MAX_ROWS = 300;
 const SEARCH_QUERIES_PER_STATEMENT = 16;
@@ -123,11 +124,30 @@ interface AnnIndex {
   building?: Promise<void>;
 }
 
+/** A staging table, and the rows copied into it since its last TRUNCATE (by this process). */
+interface Staging {
+  table: string;
+  rows: number;
+}
+
+/** Empties a staging table in the transaction that filled it with `rows` rows (STAGING_TRUNCATE_ROWS). */
+async function emptyStaging(tx: SqlTransaction, staging: Staging, rows: number): Promise<void> {
+  staging.rows += rows;
+  if (staging.rows < STAGING_TRUNCATE_ROWS) {
+    await tx.query(`DELETE FROM ${staging.table}`);
+    return;
+  }
+  await tx.query(`TRUNCATE ${staging.table}`);
+  staging.rows = 0;
+}
+
 export class PgliteVectorStore implements VectorStore {
   private dimension: number | undefined;
   /** Schema-qualified table of each collection, set by init(). */
   private tables: Record<Collection, string> | undefined;
   private indexes: Record<Collection, AnnIndex> | undefined;
+  /** The staging tables (see STAGING_TRUNCATE_ROWS), set by init(). */
+  private staging: { upserts: Staging; queries: Staging } | undefined;
   private readonly annMinRows: number;
   private readonly rowsPerList: number;
 
@@ -175,16 +195,9 @@ export class PgliteVectorStore implements VectorStore {
       const recorded = await this.storedEmbedder(schema);
       if (recorded && !sameEmbedder(recorded, embedder)) throw embedderMismatch(where, recorded, embedder);
     }
-    await this.db.query(
-      `CREATE TEMP TABLE IF NOT EXISTS ${STAGING.slice('pg_temp.'.length)}
-         (n int NOT NULL, id text NOT NULL, event_id text NOT NULL, photo_id text NOT NULL, user_id text, embedding public.vector NOT NULL)
-         ON COMMIT DELETE ROWS`,
-    );
-    await this.db.query(
-      `CREATE TEMP TABLE IF NOT EXISTS ${QUERIES.slice('pg_temp.'.length)}
-         (i int NOT NULL, event_id text NOT NULL, lim int NOT NULL, v public.vector NOT NULL)
-         ON COMMIT DELETE ROWS`,
-    );
+    // Their committed content is always empty: truncating them here only drops dead rows.
+    const staging = { upserts: { table: `${schema}.vector_upserts`, rows: 0 }, queries: { table: `${schema}.vector_queries`, rows: 0 } };
+    await this.db.query(`TRUNCATE ${staging.upserts.table}, ${staging.queries.table}`);
     const indexes = {} as Record<Collection, AnnIndex>;
     for (const c of COLLECTIONS) {
       const name = `${schema}.${c}_embedding_ivf`;
@@ -195,6 +208,7 @@ export class PgliteVectorStore implements VectorStore {
     }
     this.tables = tables;
     this.indexes = indexes;
+    this.staging = staging;
     this.dimension = dimension;
     // A table that grew past its index's line without it (or a database migrated from HNSW) gets it now.
     for (const c of COLLECTIONS) await this.grow(c);
@@ -267,24 +281,26 @@ export class PgliteVectorStore implements VectorStore {
     }
     // The last record of an id wins, as a sequence of upserts would have it. One transaction (all
     // the records or none): the records are copied in binary into the staging table, numbered, and
-    // moved from there UPSERT_ROWS_PER_STATEMENT at a time (see STAGING).
+    // moved from there UPSERT_ROWS_PER_STATEMENT at a time (see STAGING_TRUNCATE_ROWS).
     const unique = [...new Map(records.map((r) => [r.id, r])).values()];
+    const staging = this.staging!.upserts;
     await this.db.transaction(async (tx) => {
       for (let start = 0; start < unique.length; start += COPY_ROWS_PER_STATEMENT) {
         const rows = unique
           .slice(start, start + COPY_ROWS_PER_STATEMENT)
           .map((r, i): CopyField[] => [start + i, r.id, r.eventId, r.photoId, r.userId ?? null, r.embedding]);
-        await tx.copyIn(`COPY ${STAGING} (n, id, event_id, photo_id, user_id, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, encodeCopyBinary(rows));
+        await tx.copyIn(`COPY ${staging.table} (n, id, event_id, photo_id, user_id, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, encodeCopyBinary(rows));
       }
       for (let start = 0; start < unique.length; start += UPSERT_ROWS_PER_STATEMENT) {
         await tx.query(
           `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding)
-             SELECT id, event_id, photo_id, user_id, embedding FROM ${STAGING} WHERE n >= $1 AND n < $2
+             SELECT id, event_id, photo_id, user_id, embedding FROM ${staging.table} WHERE n >= $1 AND n < $2
            ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
              user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
           [start, start + UPSERT_ROWS_PER_STATEMENT],
         );
       }
+      await emptyStaging(tx, staging, unique.length);
     });
     const index = this.indexes![collection];
     index.rows += unique.length;
@@ -312,10 +328,11 @@ export class PgliteVectorStore implements VectorStore {
       if (!Number.isFinite(q.minSimilarity)) throw new InvalidArgumentError('minSimilarity must be a number');
     }
     for (const q of queries) this.checkEmbedding(q.embedding);
-    // The query vectors reach PGlite in binary, as upserts do (QUERIES).
+    // The query vectors reach PGlite in binary, as upserts do (STAGING_TRUNCATE_ROWS).
+    const staging = this.staging!.queries;
     const copied = encodeCopyBinary(queries.map((q, i): CopyField[] => [i, q.eventId, q.limit, q.embedding]));
     const sql = `SELECT q.i AS query, h.id, h.event_id, h.photo_id, h.user_id, h.distance
-                   FROM ${QUERIES} q
+                   FROM ${staging.table} q
                    CROSS JOIN LATERAL (
                      SELECT id, event_id, photo_id, user_id, embedding <=> q.v AS distance
                        FROM ${table} WHERE event_id = q.event_id ORDER BY embedding <=> q.v LIMIT q.lim
@@ -338,7 +355,7 @@ export class PgliteVectorStore implements VectorStore {
       await runAll(tx, which);
     };
     await this.db.transaction(async (tx) => {
-      await tx.copyIn(`COPY ${QUERIES} (i, event_id, lim, v) FROM '/dev/blob' WITH (FORMAT binary)`, copied);
+      await tx.copyIn(`COPY ${staging.table} (i, event_id, lim, v) FROM '/dev/blob' WITH (FORMAT binary)`, copied);
       const events = [...new Set(queries.map((q) => q.eventId))];
       const counted = await tx.query<{ event_id: string; n: number }>(
         `SELECT event_id, count(*)::int AS n FROM ${table} WHERE event_id = ANY($1::text[]) GROUP BY event_id`,
@@ -363,6 +380,7 @@ export class PgliteVectorStore implements VectorStore {
       }
       const short = large.filter((i) => byQuery[i]!.length < queries[i]!.limit);
       await exactly(tx, [...small, ...short]);
+      await emptyStaging(tx, staging, queries.length);
     });
     return byQuery.map((rows, i) => {
       const hits: VectorHit[] = [];
