@@ -96,6 +96,14 @@ objectStoreContract('embedded (local folder)', async () => {
  * Runs test/embedded/crash-writer.ts. With `kill`, SIGKILLs it `delayMs` after its `after`-th
  * acknowledgement; without, waits for it to end by itself.
  */
+/** A vector store of DIM dimensions alone on a fresh data directory, with its database lease. */
+async function freshVectorStore(): Promise<{ lease: PgliteDatabase; vectors: PgliteVectorStore }> {
+  const lease = await PgliteDatabase.open(await freshDataDir());
+  const vectors = new PgliteVectorStore(lease);
+  await vectors.init(DIM);
+  return { lease, vectors };
+}
+
 async function runWriter(
   args: string[],
   kill?: { after: number; delayMs: number },
@@ -340,10 +348,7 @@ describe('embedded database', () => {
   });
 
   it('stores every vector bit for bit and ids in any script (binary upserts), the last record of an id winning', async () => {
-    const dir = await freshDataDir();
-    const lease = await PgliteDatabase.open(dir);
-    const vectors = new PgliteVectorStore(lease);
-    await vectors.init(DIM);
+    const { lease, vectors } = await freshVectorStore();
     const random = seededRandom(11);
     const odd = randomUnit(random);
     // Extremes of float32: the smallest subnormal, the largest finite value, negative zero.
@@ -368,10 +373,7 @@ describe('embedded database', () => {
   });
 
   it('leaves nothing in its staging tables, whether a write empties them by DELETE or, past 2,048 rows, by TRUNCATE', async () => {
-    const dir = await freshDataDir();
-    const lease = await PgliteDatabase.open(dir);
-    const vectors = new PgliteVectorStore(lease);
-    await vectors.init(DIM);
+    const { lease, vectors } = await freshVectorStore();
     const random = seededRandom(13);
     const staged = (): Promise<unknown[]> =>
       lease.query('SELECT (SELECT count(*) FROM vector_upserts)::int AS upserts, (SELECT count(*) FROM vector_queries)::int AS queries');
@@ -508,10 +510,7 @@ describe('embedded database', () => {
   });
 
   it('writes a crowd photo’s 200 vectors whole or not at all: a failure before the commit leaves the previous ones', async () => {
-    const dir = await freshDataDir();
-    const lease = await PgliteDatabase.open(dir);
-    const vectors = new PgliteVectorStore(lease);
-    await vectors.init(DIM);
+    const { lease, vectors } = await freshVectorStore();
     const random = seededRandom(9);
     const before = Array.from({ length: 200 }, (_, i) => ({ id: `crowd/${i}`, eventId: 'e', photoId: 'crowd', embedding: randomUnit(random) }));
     await vectors.upsert('action_faces', before);

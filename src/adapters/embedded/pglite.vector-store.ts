@@ -72,7 +72,7 @@ const MIN_PROBES = 10;
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
  * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). With vectors as text a
  * row cost ~1-2 ms, and 50 rows a statement held the event loop ~100 ms (/healthz under load 58 ms
- * against the e2e's < 50), so statements were cut to 8 rows. Loaded in binary (STAGING_TRUNCATE_ROWS), a row costs
+ * against the e2e's < 50), so statements were cut to 8 rows. Loaded in binary (the staging tables), a row costs
  * ~0.5 ms at 100k stored with the IVFFlat index (~1,800 rows/s in 50-row transactions against ~580
  * for 8 text rows, in one sitting), so 32 rows keep a statement near 15 ms.
  */
@@ -85,8 +85,8 @@ const COPY_ROWS_PER_STATEMENT = 256;
  * ... ON CONFLICT moves the rows, and the same transaction empties it; searchMany()'s query vectors
  * go through `vector_queries` the same way. So no committed row is ever in them, whatever fails.
  * Emptied by DELETE (PGlite runs no autovacuum, and the dead rows stay), and by TRUNCATE once about
- * this many rows went through one since it was last truncated (and at init): a TRUNCATE cost ~3 ms
- * in PGlite against ~0.2 for the DELETE of a photo's rows.
+ * this many rows went through one since it was last truncated (and at init): ending a 4-row
+ * transaction with TRUNCATE took ~2.5 ms longer than ending it with DELETE (6.4-6.8 against ~4 ms).
  */
 const STAGING_TRUNCATE_ROWS = 2048;
 /** Up to this many rows in an event, exact distances beat a filtered index scan (~7 µs a row in WASM). */
