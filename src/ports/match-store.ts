@@ -25,6 +25,8 @@ export interface MatchStore {
    */
   offerMatches(matches: readonly MatchRecord[]): Promise<MatchRecord[]>;
   getPhoto(photoId: string): Promise<{ photo: PhotoRecord; faces: FaceRecord[]; matches: MatchRecord[] } | undefined>;
+  /** The photo's record alone (one read: what a reprocess needs to know of the photo's last version). */
+  photoRecord(photoId: string): Promise<PhotoRecord | undefined>;
   /** Each photo once, best similarity first. */
   photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]>;
   /**

@@ -71,6 +71,14 @@ export interface VectorStore {
   searchMany(collection: Collection, queries: readonly SearchQuery[]): Promise<VectorHit[][]>;
   /** Removes every record of these photos; returns how many were removed. */
   deleteByPhoto(collection: Collection, photoId: string): Promise<number>;
+  /**
+   * The photo's vectors become exactly `records` (all of `collection`, all of this photo): whatever
+   * the photo had before, in either collection, goes (a reprocess may find fewer faces, or turn a
+   * facecam into an action shot). One transaction where the store has them (the embedded store);
+   * on Milvus the deletes, then the upsert (a crash in between leaves fewer vectors, which the
+   * retry writes again).
+   */
+  replacePhoto(photoId: string, collection: Collection, records: readonly VectorRecord[]): Promise<void>;
   /** Removes every record of this user (user samples). */
   deleteByUser(userId: string): Promise<number>;
   /**

@@ -24,7 +24,7 @@ import { DEFAULT_EVENT, faceId, sampleId, type FaceRecord, type MatchRecord, typ
 import { redactUrl } from '../domain/redact.js';
 import { photoLock, userLock } from '../ports/locks.js';
 import type { ObjectLocation } from '../ports/object-store.js';
-import type { Collection, VectorHit, VectorRecord } from '../ports/vector-store.js';
+import type { Collection, VectorHit } from '../ports/vector-store.js';
 import { ATTR, SPAN } from '../telemetry/attributes.js';
 import { annotatedKey, settled, type FaceMatch, type ProcessedFace, type ServiceDeps, type StageContext, type Tracing } from './use-case.js';
 
@@ -91,7 +91,7 @@ export class ProcessPhotoService {
           const locked: StageContext = { times, attributes: ids, signal: req.signal ? AbortSignal.any([req.signal, held.lost]) : held.lost };
           if (locked.signal?.aborted) throw new CancelledError('the request was cancelled while it waited for its photo');
           // What the photo had before (its annotated key may change with its event).
-          const previous = await this.d.matches.getPhoto(photoId);
+          const previous = await this.d.matches.photoRecord(photoId);
           const photo: PhotoRecord = {
             photoId,
             eventId,
@@ -108,8 +108,8 @@ export class ProcessPhotoService {
             req.kind === 'FACECAM'
               ? await this.enrol(photo, userId!, analysis, bytes, locked, previous !== undefined)
               : await this.matchActionShot(photo, analysis, bytes, locked);
-          if (previous?.photo.annotatedKey && previous.photo.annotatedKey !== photo.annotatedKey) {
-            await this.d.objects.delete(previous.photo.annotatedKey);
+          if (previous?.annotatedKey && previous.annotatedKey !== photo.annotatedKey) {
+            await this.d.objects.delete(previous.annotatedKey);
           }
           return done;
         },
@@ -134,7 +134,7 @@ export class ProcessPhotoService {
       'store',
       ctx,
       () =>
-        this.replaceVectors(
+        this.d.vectors.replacePhoto(
           photoId,
           'action_faces',
           analysis.faces.map((f, i) => ({ id: faces[i]!.faceId, eventId, photoId, embedding: f.embedding })),
@@ -204,7 +204,7 @@ export class ProcessPhotoService {
       await this.t.stage(
         'store',
         ctx,
-        () => this.replaceVectors(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
+        () => this.d.vectors.replacePhoto(photoId, 'user_samples', [{ id: sampleId(userId, photoId), eventId, photoId, userId, embedding: face.embedding }]),
         () => ({ [ATTR.faces]: 1 }),
       );
       stored = true;
@@ -258,16 +258,6 @@ export class ProcessPhotoService {
       matches: written.map((m) => ({ userId, photoId: m.photoId, faceId: m.faceId, similarity: m.similarity })),
       annotated,
     };
-  }
-
-  /**
-   * The photo's vectors become exactly `records`: whatever it had before, in either collection (a
-   * reprocess may find fewer faces, or turn a facecam into an action shot), goes first.
-   */
-  private async replaceVectors(photoId: string, collection: Collection, records: VectorRecord[]): Promise<void> {
-    // Together: on Milvus each delete by photo waits for the query node to catch up (Strong).
-    await settled(this.d.vectors.deleteByPhoto('action_faces', photoId), this.d.vectors.deleteByPhoto('user_samples', photoId));
-    await this.d.vectors.upsert(collection, records);
   }
 
   private async drawAndUpload(photo: PhotoRecord, source: Uint8Array | Picture, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {

@@ -101,6 +101,17 @@ export function matchStoreContract(name: string, make: () => Promise<MatchStoreU
       expect(await store().getPhoto(fresh('photo'))).toBeUndefined();
     });
 
+    it('photoRecord returns the photo’s record alone, the latest version, or nothing', async () => {
+      const event = fresh('event');
+      const photo = actionShot(event, { annotatedKey: `annotated/${serial}.jpg` });
+      await store().replacePhoto(photo, facesOf(photo, 2), []);
+      expect(await store().photoRecord(photo.photoId)).toEqual(photo);
+      const again = { ...photo, eventId: fresh('event'), annotatedKey: `annotated/${serial}-b.jpg` };
+      await store().replacePhoto(again, facesOf(again, 1), []);
+      expect(await store().photoRecord(photo.photoId)).toEqual(again);
+      expect(await store().photoRecord(fresh('photo'))).toBeUndefined();
+    });
+
     it('stores a photo without faces', async () => {
       const photo = actionShot(fresh('event'));
       await store().replacePhoto(photo, [], []);

@@ -233,6 +233,42 @@ export function vectorStoreContract(name: string, make: () => Promise<VectorStor
       expect(await store().deleteByPhoto('action_faces', p1)).toBe(0);
     });
 
+    it('replacePhoto leaves the photo exactly the given records, in either collection, and no other photo’s less', async () => {
+      const event = fresh('event');
+      const [p1, p2] = [fresh('photo'), fresh('photo')];
+      const query = randomUnit(random);
+      const user = fresh('user');
+      // The photo was a facecam (one sample) with a stray action face; another photo stays put.
+      const oldSample = record(event, query, { photoId: p1, userId: user });
+      const oldFace = record(event, unitNear(query, 0.7, random), { photoId: p1 });
+      const other = record(event, unitNear(query, 0.6, random), { photoId: p2 });
+      await store().upsert('user_samples', [oldSample]);
+      await store().upsert('action_faces', [oldFace, other]);
+
+      // Reprocessed as an action shot with two faces, one of them under the stray face's id.
+      const now = [record(event, unitNear(query, 0.9, random), { photoId: p1, id: oldFace.id }), record(event, unitNear(query, 0.8, random), { photoId: p1 })];
+      await store().replacePhoto(p1, 'action_faces', now);
+      const faces = await search('action_faces', event, query);
+      expect(faces.map((h) => h.id).sort()).toEqual([...now.map((r) => r.id), other.id].sort());
+      expect(faces.find((h) => h.id === oldFace.id)!.similarity).toBeCloseTo(dot(query, now[0]!.embedding), 4);
+      expect(await search('user_samples', event, query)).toEqual([]);
+      expect(await vectorsOfUser(user)).toBe(0);
+
+      // No faces this time: nothing of the photo is left.
+      await store().replacePhoto(p1, 'action_faces', []);
+      expect((await search('action_faces', event, query)).map((h) => h.id)).toEqual([other.id]);
+    });
+
+    it('replacePhoto refuses a record of another photo and keeps what the photo had', async () => {
+      const event = fresh('event');
+      const [p1, p2] = [fresh('photo'), fresh('photo')];
+      const query = randomUnit(random);
+      const kept = record(event, query, { photoId: p1 });
+      await store().upsert('action_faces', [kept]);
+      await expect(store().replacePhoto(p1, 'action_faces', [record(event, query, { photoId: p2 })])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      expect((await search('action_faces', event, query)).map((h) => h.id)).toEqual([kept.id]);
+    });
+
     it('deleteByUser removes exactly that user’s records', async () => {
       const event = fresh('event');
       const [u1, u2] = [fresh('user'), fresh('user')];

@@ -33,6 +33,10 @@ export class PgliteMatchStore implements MatchStore {
     return this.db.transaction((tx) => sql.readPhoto(tx, photoId));
   }
 
+  photoRecord(photoId: string): Promise<PhotoRecord | undefined> {
+    return sql.photoRecord(this.db, photoId);
+  }
+
   photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]> {
     return sql.photosOfUser(this.db, userId, eventId);
   }

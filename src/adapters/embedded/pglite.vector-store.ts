@@ -49,7 +49,7 @@ import type {
 import { applyMigrations } from '../sql/migrations.js';
 import { checkEmbedder, checkNamespace, embedderMismatch, sameEmbedder } from '../embedding-space.js';
 import { encodeCopyBinary, type CopyField } from './copy-binary.js';
-import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type SqlTransaction } from './pglite.database.js';
+import { readMigrations, VECTOR_MIGRATIONS_DIR, type PgliteDatabase, type PgliteTransaction, type SqlTransaction } from './pglite.database.js';
 
 /** pgvector's index limit for `vector`. */
 const MAX_DIMENSION = 2000;
@@ -275,35 +275,71 @@ export class PgliteVectorStore implements VectorStore {
   async upsert(collection: Collection, records: readonly VectorRecord[]): Promise<void> {
     const table = this.table(collection);
     if (records.length === 0) return;
+    const unique = this.checkRecords(records);
+    await this.db.transaction((tx) => this.write(tx, table, unique));
+    await this.grown(collection, unique.length);
+  }
+
+  /**
+   * One transaction: the photo's rows in both tables go (one statement), and `records` are written
+   * as upsert() writes them. A crash leaves the photo's old vectors or its new ones, never neither
+   * nor a mix.
+   */
+  async replacePhoto(photoId: string, collection: Collection, records: readonly VectorRecord[]): Promise<void> {
+    const table = this.table(collection);
+    if (!photoId) throw new InvalidArgumentError('photo id must not be empty');
+    const unique = this.checkRecords(records);
+    for (const r of unique) {
+      if (r.photoId !== photoId) throw new InvalidArgumentError(`vector record ${r.id} is of photo ${r.photoId}, not ${photoId}`);
+    }
+    const [a, u] = [this.table('action_faces'), this.table('user_samples')];
+    await this.db.transaction(async (tx) => {
+      await tx.query(
+        `WITH a AS (DELETE FROM ${a} WHERE photo_id = $1 RETURNING 1), u AS (DELETE FROM ${u} WHERE photo_id = $1 RETURNING 1)
+         SELECT (SELECT count(*) FROM a)::int + (SELECT count(*) FROM u)::int AS n`,
+        [photoId],
+      );
+      if (unique.length > 0) await this.write(tx, table, unique);
+    });
+    if (unique.length > 0) await this.grown(collection, unique.length);
+  }
+
+  /** Checks the records; the last record of an id wins, as a sequence of upserts would have it. */
+  private checkRecords(records: readonly VectorRecord[]): VectorRecord[] {
     for (const r of records) {
       if (!r.id || !r.eventId || !r.photoId) throw new InvalidArgumentError('vector record needs id, eventId and photoId');
       this.checkEmbedding(r.embedding);
     }
-    // The last record of an id wins, as a sequence of upserts would have it. One transaction (all
-    // the records or none): the records are copied in binary into the staging table, numbered, and
-    // moved from there UPSERT_ROWS_PER_STATEMENT at a time (see STAGING_TRUNCATE_ROWS).
-    const unique = [...new Map(records.map((r) => [r.id, r])).values()];
+    return [...new Map(records.map((r) => [r.id, r])).values()];
+  }
+
+  /**
+   * Writes the records in `tx`: copied in binary into the staging table, numbered, and moved from
+   * there UPSERT_ROWS_PER_STATEMENT at a time (see STAGING_TRUNCATE_ROWS).
+   */
+  private async write(tx: PgliteTransaction, table: string, unique: readonly VectorRecord[]): Promise<void> {
     const staging = this.staging!.upserts;
-    await this.db.transaction(async (tx) => {
-      for (let start = 0; start < unique.length; start += COPY_ROWS_PER_STATEMENT) {
-        const rows = unique
-          .slice(start, start + COPY_ROWS_PER_STATEMENT)
-          .map((r, i): CopyField[] => [start + i, r.id, r.eventId, r.photoId, r.userId ?? null, r.embedding]);
-        await tx.copyIn(`COPY ${staging.table} (n, id, event_id, photo_id, user_id, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, encodeCopyBinary(rows));
-      }
-      for (let start = 0; start < unique.length; start += UPSERT_ROWS_PER_STATEMENT) {
-        await tx.query(
-          `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding)
-             SELECT id, event_id, photo_id, user_id, embedding FROM ${staging.table} WHERE n >= $1 AND n < $2
-           ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
-             user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
-          [start, start + UPSERT_ROWS_PER_STATEMENT],
-        );
-      }
-      await emptyStaging(tx, staging, unique.length);
-    });
-    const index = this.indexes![collection];
-    index.rows += unique.length;
+    for (let start = 0; start < unique.length; start += COPY_ROWS_PER_STATEMENT) {
+      const rows = unique
+        .slice(start, start + COPY_ROWS_PER_STATEMENT)
+        .map((r, i): CopyField[] => [start + i, r.id, r.eventId, r.photoId, r.userId ?? null, r.embedding]);
+      await tx.copyIn(`COPY ${staging.table} (n, id, event_id, photo_id, user_id, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, encodeCopyBinary(rows));
+    }
+    for (let start = 0; start < unique.length; start += UPSERT_ROWS_PER_STATEMENT) {
+      await tx.query(
+        `INSERT INTO ${table} (id, event_id, photo_id, user_id, embedding)
+           SELECT id, event_id, photo_id, user_id, embedding FROM ${staging.table} WHERE n >= $1 AND n < $2
+         ON CONFLICT (id) DO UPDATE SET event_id = EXCLUDED.event_id, photo_id = EXCLUDED.photo_id,
+           user_id = EXCLUDED.user_id, embedding = EXCLUDED.embedding`,
+        [start, start + UPSERT_ROWS_PER_STATEMENT],
+      );
+    }
+    await emptyStaging(tx, staging, unique.length);
+  }
+
+  /** After a committed write of `rows` rows: counts them, and builds the index if the table has grown past its line. */
+  private async grown(collection: Collection, rows: number): Promise<void> {
+    this.indexes![collection].rows += rows;
     await this.grow(collection);
   }
 
@@ -354,17 +390,25 @@ export class PgliteVectorStore implements VectorStore {
       for (const i of which) byQuery[i] = [];
       await runAll(tx, which);
     };
+    const index = this.indexes![collection];
     await this.db.transaction(async (tx) => {
       await tx.copyIn(`COPY ${staging.table} (i, event_id, lim, v) FROM '/dev/blob' WITH (FORMAT binary)`, copied);
+      const all = queries.map((_, i) => i);
+      if (index.lists === 0 && !index.building) {
+        // No vector index and none being built (PGlite runs one transaction at a time, so none can
+        // appear before this one ends): the planner's own plan is exact, and no count is needed.
+        await runAll(tx, all);
+        await emptyStaging(tx, staging, queries.length);
+        return;
+      }
       const events = [...new Set(queries.map((q) => q.eventId))];
       const counted = await tx.query<{ event_id: string; n: number }>(
         `SELECT event_id, count(*)::int AS n FROM ${table} WHERE event_id = ANY($1::text[]) GROUP BY event_id`,
         [events],
       );
       const rowsIn = new Map(counted.map((c) => [c.event_id, c.n]));
-      const all = queries.map((_, i) => i);
-      // Without a vector index (a small table, or its first build under way), every search is exact.
-      const { lists } = this.indexes![collection];
+      // Without a vector index (its first build under way), every search is exact.
+      const { lists } = index;
       const exactMax = lists === 0 ? Infinity : EXACT_SEARCH_MAX_ROWS;
       const small = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) <= exactMax);
       const large = all.filter((i) => (rowsIn.get(queries[i]!.eventId) ?? 0) > exactMax);

@@ -331,6 +331,19 @@ export class MilvusVectorStore implements VectorStore {
     return this.deleteWhere(name, `photo_id == ${literal(photoId)}`);
   }
 
+  async replacePhoto(photoId: string, collection: Collection, records: readonly VectorRecord[]): Promise<void> {
+    this.collection(collection);
+    for (const r of records) {
+      if (r.photoId !== photoId) throw new InvalidArgumentError(`vector record ${r.id} is of photo ${r.photoId}, not ${photoId}`);
+    }
+    // Both deletes at once (each waits for the query node to catch up: Strong), both awaited
+    // before the upsert, so an old vector never outlives its replacement.
+    const deletes = await Promise.allSettled((['action_faces', 'user_samples'] as const).map((c) => this.deleteByPhoto(c, photoId)));
+    const failed = deletes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await this.upsert(collection, records);
+  }
+
   async deleteByUser(userId: string): Promise<number> {
     const states = this.ready();
     if (userId === '') throw new InvalidArgumentError('user id must not be empty');

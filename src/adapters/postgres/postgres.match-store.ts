@@ -174,6 +174,10 @@ export class PostgresMatchStore implements MatchStore {
     return this.transaction((tx) => sql.readPhoto(tx, photoId), { begin: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' });
   }
 
+  photoRecord(photoId: string): Promise<PhotoRecord | undefined> {
+    return sql.photoRecord(this.reads, photoId);
+  }
+
   photosOfUser(userId: string, eventId?: string): Promise<UserPhoto[]> {
     return sql.photosOfUser(this.reads, userId, eventId);
   }

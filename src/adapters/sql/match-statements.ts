@@ -69,12 +69,14 @@ export async function writePhoto(tx: Sql, photo: PhotoRecord, faces: readonly Fa
       [photo.photoId, photo.eventId, JSON.stringify(matches.map(matchJson))],
     );
   }
-  // Offers an enrolment made while this photo was not recorded yet (migration 0002) become matches
-  // where they beat the face's own (an action shot's faces only), then go.
+  // Offers an enrolment made while this photo was not recorded yet (migration 0002) go, and become
+  // matches where they beat the face's own (an action shot's faces only). One statement, one
+  // snapshot: the offers applied are exactly the offers removed.
   await tx.query(
-    `INSERT INTO matches (${MATCH_COLUMNS})
+    `WITH o AS (DELETE FROM match_offers WHERE photo_id = $1 RETURNING face_id, user_id, similarity, offered_at)
+     INSERT INTO matches (${MATCH_COLUMNS})
      SELECT DISTINCT ON (o.face_id) o.face_id, $1, o.user_id, $2, o.similarity, o.offered_at
-       FROM match_offers o
+       FROM o
        JOIN faces f ON f.face_id = o.face_id AND f.photo_id = $1
        JOIN photos p ON p.photo_id = $1 AND p.kind = 'ACTION_SHOT'
       WHERE NOT EXISTS (SELECT 1 FROM forgotten_users g WHERE g.user_id = o.user_id)
@@ -84,7 +86,6 @@ export async function writePhoto(tx: Sql, photo: PhotoRecord, faces: readonly Fa
       WHERE matches.similarity < EXCLUDED.similarity`,
     [photo.photoId, photo.eventId],
   );
-  await tx.query('DELETE FROM match_offers WHERE photo_id = $1', [photo.photoId]);
 }
 
 /** The offers to make: checked, one per face (its best), as a statement may not update a row twice. */
@@ -132,6 +133,12 @@ export async function offerMatches(tx: Sql, offered: readonly MatchRecord[]): Pr
   );
   const byFace = new Map(offered.map((m) => [m.faceId, m]));
   return rows.map((row) => ({ ...byFace.get(row.face_id)!, photoId: row.photo_id, eventId: row.event_id }));
+}
+
+/** The photo's own record, without its faces and matches (one statement). */
+export async function photoRecord(q: Sql, photoId: string): Promise<PhotoRecord | undefined> {
+  const [row] = await q.query<PhotoRow>(`SELECT ${PHOTO_COLUMNS} FROM photos WHERE photo_id = $1`, [photoId]);
+  return row && toPhoto(row);
 }
 
 /** The photo with its faces and matches (call it in one transaction: one snapshot). */
