@@ -48,6 +48,8 @@ export class AnalyzerPool {
   private nextId = 1;
   private closed = false;
   private readonly queue: Job[] = [];
+  /** Idle workers while no photo waits, for the workers to read (WorkerData.spare). */
+  private readonly spare: Int32Array;
 
   private constructor(
     private readonly slots: Slot[],
@@ -57,7 +59,11 @@ export class AnalyzerPool {
     readonly provider: 'cpu' | 'cuda',
     /** The session settings every worker runs with, chosen once by the first (./session-tuner.ts). */
     readonly tuning: Tuning,
-  ) {}
+    spare: SharedArrayBuffer,
+  ) {
+    this.spare = new Int32Array(spare);
+    this.countSpare();
+  }
 
   /**
    * `pictureMaxSide`: pictures handed back are shrunk in the worker to fit this (0: as decoded),
@@ -77,8 +83,9 @@ export class AnalyzerPool {
     // When the session settings may be measured, the first worker chooses them alone (no other
     // worker's loading disturbs its timings) and the others get its choice; otherwise (tuning off,
     // CUDA, levels pinned) every worker comes to the same choice without measuring, all at once.
+    const spare = new SharedArrayBuffer(4);
     const spawn = (tuning?: Tuning): Promise<{ slot: Slot; ready: WorkerReady }> =>
-      AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, n > 1, tuning);
+      AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, n > 1, tuning, n > 1 && inference.wideDetector ? spare : undefined);
     const alone = mayMeasure(perWorker);
     const first = alone ? await spawn() : undefined;
     const started = await Promise.allSettled(Array.from({ length: alone ? n - 1 : n }, () => spawn(first?.ready.tuning)));
@@ -101,7 +108,7 @@ export class AnalyzerPool {
       },
       'inference workers ready',
     );
-    const pool = new AnalyzerPool(slots, ready.pack, ready.threshold, ready.dimension, ready.provider, ready.tuning);
+    const pool = new AnalyzerPool(slots, ready.pack, ready.threshold, ready.dimension, ready.provider, ready.tuning, spare);
     for (const slot of slots) pool.listen(slot);
     return pool;
   }
@@ -113,9 +120,19 @@ export class AnalyzerPool {
     pictureMaxSide: number,
     shareFaces: boolean,
     tuning?: Tuning,
+    spare?: SharedArrayBuffer,
   ): Promise<{ slot: Slot; ready: WorkerReady }> {
     const worker = new Worker(workerUrl('analyzer.worker'), {
-      workerData: { entry: 'analyzer.worker', inference, decode, logLevel, pictureMaxSide, shareFaces, ...(tuning ? { tuning } : {}) } satisfies WorkerData,
+      workerData: {
+        entry: 'analyzer.worker',
+        inference,
+        decode,
+        logLevel,
+        pictureMaxSide,
+        shareFaces,
+        ...(tuning ? { tuning } : {}),
+        ...(spare ? { spare } : {}),
+      } satisfies WorkerData,
     });
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(new InternalError(`inference worker failed to start: ${e.message}`, { cause: e }));
@@ -139,6 +156,7 @@ export class AnalyzerPool {
           slot.helping = undefined;
           this.dispatch();
         }
+        this.countSpare();
         return;
       }
       const job = slot.running;
@@ -165,6 +183,7 @@ export class AnalyzerPool {
       slot.helping = task;
       slot.worker.postMessage({ help: task } satisfies HelpRequest);
     }
+    this.countSpare();
   }
 
   private fail(slot: Slot, e: Error): void {
@@ -177,6 +196,13 @@ export class AnalyzerPool {
     if (this.slots.every((s) => s.dead)) {
       for (const job of this.queue.splice(0)) job.reject(new InternalError('every inference worker has failed'));
     }
+    this.countSpare();
+  }
+
+  /** Idle workers while no photo waits: the cores a running detector may take (WorkerData.spare). */
+  private countSpare(): void {
+    const idle = this.queue.length > 0 ? 0 : this.slots.filter((s) => !s.dead && !s.running && !s.helping).length;
+    Atomics.store(this.spare, 0, idle);
   }
 
   /** Photos waiting for a worker. */
@@ -189,7 +215,7 @@ export class AnalyzerPool {
     for (const slot of this.slots) {
       if (slot.dead || slot.running || slot.helping) continue;
       const job = this.queue.shift();
-      if (!job) return;
+      if (!job) break;
       slot.running = job;
       const copy = job.bytes;
       slot.worker.postMessage(
@@ -197,6 +223,7 @@ export class AnalyzerPool {
         [copy.buffer],
       );
     }
+    this.countSpare();
   }
 
   /**
@@ -213,7 +240,10 @@ export class AnalyzerPool {
       let settled = false;
       const onAbort = (): void => {
         const i = this.queue.indexOf(job);
-        if (i >= 0) this.queue.splice(i, 1);
+        if (i >= 0) {
+          this.queue.splice(i, 1);
+          this.countSpare();
+        }
         job.reject(new CancelledError(i >= 0 ? 'the request was cancelled while its photo waited for a worker' : 'the request was cancelled during its analysis'));
       };
       const job: Job = {

@@ -37,10 +37,12 @@ export const MAX_BATCH = 16;
  */
 export const MAX_BATCH_CUDA = 64;
 /**
- * Photos with at least this many faces are offered to the pool's idle workers (./shared-embedding.ts):
- * below, the offer (a message through the main thread and back, ~1 ms) buys little.
+ * Photos with at least this many faces are offered to the pool's idle workers (./shared-embedding.ts).
+ * The offer costs a message through the main thread and back (~1 ms); a face costs 13-33 ms at one
+ * thread (EPYC, Xeon). It was 4; at 2, with one photo in flight, a 2-3-face photo's analysis took
+ * 104 -> 90, 108 -> 105, 138 -> 112 and 226 -> 210 ms (Xeon, 2 workers of 1 thread, medians of 12).
  */
-export const MIN_SHARED_FACES = 4;
+export const MIN_SHARED_FACES = 2;
 
 export class ArcFaceEmbedder {
   readonly provider: 'cpu' | 'cuda';

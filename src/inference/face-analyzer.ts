@@ -12,8 +12,9 @@ import { checkModelFile, readModelPack, type ModelPack } from './model-pack.js';
 import { createSession } from './onnx-session.js';
 import { describeChoice, sessionOptionsFor, type Tuning } from './session-choice.js';
 import { tuneSessions } from './session-tuner.js';
+import { spareCores, wideThreads } from './spare-cores.js';
 import { iou, nms, uprightTurns, type Candidate, type QuarterTurns, type Region } from './scrfd.js';
-import { ScrfdDetector } from './scrfd.detector.js';
+import { ScrfdDetector, type DetectorTally } from './scrfd.detector.js';
 
 /** A face filling more than this share of the frame triggers the padded retry. */
 const FILLS_FRAME = 0.5;
@@ -65,7 +66,14 @@ export class FaceAnalyzer {
    * `tuning`: session settings chosen before (by the first inference worker, for the others);
    * without it they are chosen now (measured on this CPU, or from the tuning cache).
    */
-  static async load(inference: InferenceConfig, decode: DecodeConfig, log: Logger, tuning?: Tuning): Promise<FaceAnalyzer> {
+  static async load(
+    inference: InferenceConfig,
+    decode: DecodeConfig,
+    log: Logger,
+    tuning?: Tuning,
+    /** The pool's spare-worker count (./spare-cores.ts): with it, a wide detector session too. */
+    spare?: SharedArrayBuffer,
+  ): Promise<FaceAnalyzer> {
     const pack = await readModelPack(inference.modelPack);
     const [detFile, embFile] = await Promise.all([
       checkModelFile(inference.modelsDir, pack.detector, inference.verifyModels),
@@ -78,9 +86,15 @@ export class FaceAnalyzer {
       createSession(detFile, sessionOptionsFor(inference, tuned.detector.choice), log),
       createSession(embFile, sessionOptionsFor(inference, tuned.embedder.choice), log),
     ]);
+    const detector = new ScrfdDetector(det, pack.detector, detFile);
+    const wide = spare && det.provider === 'cpu' ? wideThreads(tuned.detector.choice.threads) : 0;
+    if (wide > 0) {
+      const loaded = await createSession(detFile, sessionOptionsFor(inference, { ...tuned.detector.choice, threads: wide, spinning: false }), log);
+      detector.wide = { loaded, when: spareCores(spare!) };
+    }
     const analyzer = new FaceAnalyzer(
       pack,
-      new ScrfdDetector(det, pack.detector, detFile),
+      detector,
       new ArcFaceEmbedder(emb, pack.embedder, embFile),
       { scoreThreshold: inference.detScore, nmsIou: inference.nmsIou, minFaceSize: inference.minFaceSize },
       decode,
@@ -93,7 +107,11 @@ export class FaceAnalyzer {
         provider: det.provider,
         threshold: analyzer.threshold,
         batchedEmbedder: analyzer.embedder.batched,
-        sessions: { detector: describeChoice(tuned.detector.choice), embedder: describeChoice(tuned.embedder.choice) },
+        sessions: {
+          detector: describeChoice(tuned.detector.choice),
+          ...(wide > 0 ? { wideDetector: describeChoice({ ...tuned.detector.choice, threads: wide, spinning: false }) } : {}),
+          embedder: describeChoice(tuned.embedder.choice),
+        },
       },
       'face models ready',
     );
@@ -122,8 +140,10 @@ export class FaceAnalyzer {
   async analyzeDecoded(decoded: DecodedImage): Promise<FaceAnalysis> {
     const origin = performance.timeOrigin;
     const t0 = performance.now();
-    const detected = await this.detectDecoded(decoded);
+    const tally: DetectorTally = { runs: 0, wide: 0 };
+    const detected = await this.detectDecoded(decoded, tally);
     const t1 = performance.now();
+    const detectorRuns = { [ATTR.detectorRuns]: tally.runs, [ATTR.wideDetectorRuns]: tally.wide };
     const { embeddings, alignMs, shared } = await this.embedder.embed(
       decoded.image,
       detected.map((d) => d.landmarks),
@@ -135,7 +155,7 @@ export class FaceAnalyzer {
       height: decoded.height,
       faces,
       stages: [
-        { stage: 'detect', start: origin + t0, end: origin + t1 },
+        { stage: 'detect', start: origin + t0, end: origin + t1, attributes: detectorRuns },
         { stage: 'align', start: origin + t1, end: origin + t1 + alignMs },
         { stage: 'embed', start: origin + t1 + alignMs, end: origin + t2, ...(shared > 0 ? { attributes: { [ATTR.sharedFaces]: shared } } : {}) },
       ],
@@ -143,7 +163,7 @@ export class FaceAnalyzer {
   }
 
   /** Faces in decoded-image coordinates, largest first. */
-  async detectDecoded(decoded: DecodedImage): Promise<DetectedFace[]> {
+  async detectDecoded(decoded: DecodedImage, tally?: DetectorTally): Promise<DetectedFace[]> {
     const { image } = decoded;
     const { scoreThreshold, nmsIou } = this.detectOptions;
     const W = image.width;
@@ -154,7 +174,7 @@ export class FaceAnalyzer {
       return { x: -p, y: -p, width: W + 2 * p, height: H + 2 * p };
     };
     const detect = async (region: Region, turns: QuarterTurns): Promise<ViewCandidate[]> =>
-      (await this.detector.detect(image, region, turns, scoreThreshold)).map((c) => ({ ...c, turns }));
+      (await this.detector.detect(image, region, turns, scoreThreshold, tally)).map((c) => ({ ...c, turns }));
 
     let faces = nms(await detect(whole, 0), nmsIou);
 

@@ -14,6 +14,12 @@ import {
   type ScrfdLevel,
 } from './scrfd.js';
 
+/** The detector runs of one photo, and of them those on the wide session. */
+export interface DetectorTally {
+  runs: number;
+  wide: number;
+}
+
 export class ScrfdDetector {
   readonly provider: 'cpu' | 'cuda';
   private readonly inputName: string;
@@ -22,6 +28,13 @@ export class ScrfdDetector {
   /** Time spent in onnxruntime's run() since construction (for overhead accounting). */
   runMs = 0;
   runs = 0;
+  /** Of `runs`, those on the wide session (every core: ./spare-cores.ts). */
+  wideRuns = 0;
+  /**
+   * A second session of the same model with more intra-op threads, and when to use it: a run
+   * checks `when()` as it starts (the pool's other workers are idle and no photo waits).
+   */
+  wide?: { loaded: LoadedSession; when: () => boolean };
 
   constructor(
     private readonly loaded: LoadedSession,
@@ -58,7 +71,7 @@ export class ScrfdDetector {
   }
 
   /** Detects faces in one view of the image; results in image coordinates, not yet NMS-ed. */
-  async detect(image: RgbImage, region: Region, turns: QuarterTurns, scoreThreshold: number): Promise<Candidate[]> {
+  async detect(image: RgbImage, region: Region, turns: QuarterTurns, scoreThreshold: number, tally?: DetectorTally): Promise<Candidate[]> {
     const view = makeView(region, turns, this.spec.inputSize, this.dynamicInput);
     const { inputWidth: w, inputHeight: h } = view;
     const data = new Float32Array(3 * w * h);
@@ -69,10 +82,17 @@ export class ScrfdDetector {
       data,
     );
     const input = new ort.Tensor('float32', data, [1, 3, h, w]);
+    const wide = this.wide?.when() === true;
+    const session = wide ? this.wide!.loaded.session : this.loaded.session;
     const t0 = performance.now();
-    const result = await this.loaded.session.run({ [this.inputName]: input });
+    const result = await session.run({ [this.inputName]: input });
     this.runMs += performance.now() - t0;
     this.runs++;
+    if (wide) this.wideRuns++;
+    if (tally) {
+      tally.runs++;
+      if (wide) tally.wide++;
+    }
     const take = (names: string[]): Float32Array[] =>
       names
         .map((n) => result[n]!.data as Float32Array)

@@ -72,6 +72,9 @@ export const ATTR = {
   faces: 'facematch.faces',
   /** On an embed stage: faces of the photo embedded by other inference workers (src/inference/shared-embedding.ts). */
   sharedFaces: 'facematch.faces.shared',
+  /** On a detect stage: detector runs, and of them those on every core (src/inference/spare-cores.ts). */
+  detectorRuns: 'facematch.detector.runs',
+  wideDetectorRuns: 'facematch.detector.wide_runs',
   /** Matches made: an action shot's faces matched to a user, or the action-shot faces a selfie found. */
   matches: 'facematch.matches',
   threshold: 'facematch.threshold',

@@ -11,7 +11,7 @@ import { FaceAnalyzer } from '../face-analyzer.js';
 import type { Picture } from '../../domain/face.js';
 import type { AnalyzeRequest, HelpDone, HelpRequest, ShareOffer, WorkerData, WorkerFailed, WorkerReady, WorkerReply } from './protocol.js';
 
-const { inference, decode, logLevel, pictureMaxSide, tuning, shareFaces } = workerData as WorkerData;
+const { inference, decode, logLevel, pictureMaxSide, tuning, shareFaces, spare } = workerData as WorkerData;
 const port = parentPort!;
 
 /**
@@ -34,9 +34,18 @@ async function handOver(picture: Picture): Promise<Picture> {
 
 try {
   const log = createLogger(logLevel);
-  const analyzer = await FaceAnalyzer.load(inference, decode, log, tuning);
-  // Warm-up: the first run of a session allocates and optimises; do it before reporting ready.
-  await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
+  const analyzer = await FaceAnalyzer.load(inference, decode, log, tuning, spare);
+  // Warm-up: the first run of a session allocates and optimises; do it before reporting ready
+  // (the wide detector's too: ../spare-cores.ts).
+  const grey = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();
+  await analyzer.analyze(grey);
+  const wide = analyzer.detector.wide;
+  if (wide) {
+    const when = wide.when;
+    wide.when = () => true;
+    await analyzer.analyze(grey);
+    wide.when = when;
+  }
   if (shareFaces) analyzer.embedder.offer = (task) => port.postMessage({ kind: 'share', task } satisfies ShareOffer);
   port.on('message', (req: AnalyzeRequest | HelpRequest) => {
     if ('help' in req) {

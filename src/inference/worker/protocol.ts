@@ -18,6 +18,11 @@ export interface WorkerData {
   tuning?: Tuning;
   /** The pool has other workers: offer a photo's faces to them (../shared-embedding.ts). */
   shareFaces?: boolean;
+  /**
+   * One Int32: the pool's idle workers while no photo waits (0 otherwise), kept by the pool. While
+   * it is above 0 the worker's detector runs on every core (../spare-cores.ts).
+   */
+  spare?: SharedArrayBuffer;
 }
 
 /** To an idle worker: embed faces of another worker's photo while some are left. */
