@@ -7,7 +7,7 @@ import { CONFIG_VARIABLES, parseConfig, redactConfig } from './config.js';
 /** For every variable, a value it must refuse (several kinds: not a number, out of range, unknown enum, bad CIDR ...). */
 const BAD: Record<string, string[]> = {
   FACEMATCH_VERIFY_MODELS: ['maybe'],
-  FACEMATCH_WIDE_DETECTOR: ['sometimes'],
+  FACEMATCH_SPARE_CORES: ['sometimes'],
   FACEMATCH_MATCH_THRESHOLD: ['high', '1.5'],
   FACEMATCH_DEVICE: ['gpu'],
   FACEMATCH_CUDA_DEVICE_ID: ['-1', 'first'],

@@ -143,7 +143,7 @@ const schema = z.object({
   FACEMATCH_ORT_OPTIMIZATION: ortLevels.default(''),
   FACEMATCH_TUNING_CACHE: z.string().min(1).optional(),
   FACEMATCH_INFERENCE_WORKERS: int(1).default(Math.min(4, availableParallelism())),
-  FACEMATCH_WIDE_DETECTOR: bool.default('true'),
+  FACEMATCH_SPARE_CORES: bool.default('true'),
   FACEMATCH_DET_SCORE: unit.default(0.5),
   FACEMATCH_NMS_IOU: unit.default(0.4),
   FACEMATCH_MIN_FACE_SIZE: int(0).default(16),
@@ -236,10 +236,10 @@ export interface InferenceConfig {
   /** Worker threads running inference in the service (each with its own sessions). */
   workers: number;
   /**
-   * With several workers on the CPU, each also holds a detector session with a thread per core, used
-   * while the other workers are idle (src/inference/spare-cores.ts).
+   * With several workers on the CPU, each also holds detector and embedder sessions with a thread per
+   * core, used while the other workers are idle (src/inference/spare-cores.ts).
    */
-  wideDetector: boolean;
+  spareCores: boolean;
   /** 0: onnxruntime's choice (the CLI), or cores / workers in the service. */
   intraOpThreads: number;
   interOpThreads: number;
@@ -495,7 +495,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       device: e.FACEMATCH_DEVICE,
       cudaDeviceId: e.FACEMATCH_CUDA_DEVICE_ID,
       workers: e.FACEMATCH_INFERENCE_WORKERS,
-      wideDetector: e.FACEMATCH_WIDE_DETECTOR,
+      spareCores: e.FACEMATCH_SPARE_CORES,
       intraOpThreads: e.FACEMATCH_INTRA_OP_THREADS,
       interOpThreads: e.FACEMATCH_INTER_OP_THREADS,
       ortTuning: e.FACEMATCH_ORT_TUNING,

@@ -6,7 +6,9 @@
  *
  * A photo with several faces is embedded by every idle worker at once: its worker offers the aligned
  * faces, the pool passes the offer to the idle ones, and each claims faces until none is left or a
- * new photo arrives for it (./shared-embedding.ts).
+ * new photo arrives for it (./shared-embedding.ts). Its detector runs (and a lone face's embedder run)
+ * take every core while another worker is idle and no photo waits: the pool keeps that count where
+ * the workers read it (./spare-cores.ts).
  *
  * Cancellation: a photo whose caller's signal aborts while it is queued is dropped from the queue;
  * one already running in a worker finishes there (onnxruntime cannot stop a run), but its caller is
@@ -85,7 +87,7 @@ export class AnalyzerPool {
     // CUDA, levels pinned) every worker comes to the same choice without measuring, all at once.
     const spare = new SharedArrayBuffer(4);
     const spawn = (tuning?: Tuning): Promise<{ slot: Slot; ready: WorkerReady }> =>
-      AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, n > 1, tuning, n > 1 && inference.wideDetector ? spare : undefined);
+      AnalyzerPool.spawn(perWorker, decode, logLevel, pictureMaxSide, n > 1, tuning, n > 1 && inference.spareCores ? spare : undefined);
     const alone = mayMeasure(perWorker);
     const first = alone ? await spawn() : undefined;
     const started = await Promise.allSettled(Array.from({ length: alone ? n - 1 : n }, () => spawn(first?.ready.tuning)));

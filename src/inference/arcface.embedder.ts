@@ -53,6 +53,13 @@ export class ArcFaceEmbedder {
   private readonly outputName: string;
   runMs = 0;
   runs = 0;
+  /** Of `runs`, those on the wide session (every core: ./spare-cores.ts). */
+  wideRuns = 0;
+  /**
+   * A second session of the same model with more intra-op threads, and when to use it: a run of a
+   * photo's own faces that are not shared (one face, or no pool) checks `when()` as it starts.
+   */
+  wide?: { loaded: LoadedSession; when: () => boolean };
 
   constructor(
     private readonly loaded: LoadedSession,
@@ -93,7 +100,10 @@ export class ArcFaceEmbedder {
   offer?: (task: SharedFaces) => void;
 
   /** Aligns and embeds every face; returns L2-normalised embeddings in the same order. */
-  async embed(image: RgbImage, faces: readonly Landmarks[]): Promise<{ embeddings: Float32Array[]; alignMs: number; shared: number }> {
+  async embed(
+    image: RgbImage,
+    faces: readonly Landmarks[],
+  ): Promise<{ embeddings: Float32Array[]; alignMs: number; shared: number; wideRuns: number }> {
     const [w, h] = this.spec.inputSize;
     const per = 3 * w * h;
     const layout = { width: w, height: h, mean: this.spec.mean, std: this.spec.std, bgr: this.spec.colorOrder === 'BGR' };
@@ -112,15 +122,28 @@ export class ArcFaceEmbedder {
       this.offer!(task);
       const run: EmbedRun = (t, n) => this.run(t, n);
       const mine = await takeShare(task, run, false);
-      return { embeddings: await collectShare(task, run), alignMs, shared: faces.length - mine };
+      return { embeddings: await collectShare(task, run), alignMs, shared: faces.length - mine, wideRuns: 0 };
     }
     const embeddings: Float32Array[] = [];
     const size = this.batched ? Math.min(cap, Math.max(1, faces.length)) : 1;
+    let wideRuns = 0;
     for (let start = 0; start < faces.length; start += size) {
       const n = Math.min(size, faces.length - start);
-      embeddings.push(...(await this.run(batch.subarray(start * per, (start + n) * per), n)));
+      const wide = this.wide?.when() === true;
+      if (wide) wideRuns++;
+      embeddings.push(...(await this.run(batch.subarray(start * per, (start + n) * per), n, wide)));
     }
-    return { embeddings, alignMs, shared: 0 };
+    return { embeddings, alignMs, shared: 0, wideRuns };
+  }
+
+  /** One run of each session on a blank face (the first run of a session allocates); counts nothing. */
+  async warmUp(): Promise<void> {
+    const [w, h] = this.spec.inputSize;
+    const counters = [this.runs, this.runMs, this.wideRuns] as const;
+    const blank = (): Float32Array => new Float32Array(3 * w * h);
+    await this.run(blank(), 1);
+    if (this.wide) await this.run(blank(), 1, true);
+    [this.runs, this.runMs, this.wideRuns] = counters;
   }
 
   /** Embeds faces offered by another worker of the pool, as long as some are left; returns how many it did. */
@@ -128,14 +151,16 @@ export class ArcFaceEmbedder {
     return takeShare(task, (t, n) => this.run(t, n), true, onError);
   }
 
-  /** One run over `n` aligned faces; L2-normalised embeddings. */
-  private async run(tensors: Float32Array, n: number): Promise<Float32Array[]> {
+  /** One run over `n` aligned faces (on the wide session if `wide`); L2-normalised embeddings. */
+  private async run(tensors: Float32Array, n: number, wide = false): Promise<Float32Array[]> {
     const [w, h] = this.spec.inputSize;
     const tensor = new ort.Tensor('float32', tensors, [n, 3, h, w]);
+    const session = wide && this.wide ? this.wide.loaded.session : this.loaded.session;
     const t1 = performance.now();
-    const result = await this.loaded.session.run({ [this.inputName]: tensor });
+    const result = await session.run({ [this.inputName]: tensor });
     this.runMs += performance.now() - t1;
     this.runs++;
+    if (wide && this.wide) this.wideRuns++;
     try {
       const data = result[this.outputName]!.data as Float32Array;
       const dim = data.length / n;

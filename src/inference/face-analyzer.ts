@@ -10,7 +10,7 @@ import { ArcFaceEmbedder } from './arcface.embedder.js';
 import { decodeImage, type DecodedImage } from './image-decoder.js';
 import { checkModelFile, readModelPack, type ModelPack } from './model-pack.js';
 import { createSession } from './onnx-session.js';
-import { describeChoice, sessionOptionsFor, type Tuning } from './session-choice.js';
+import { describeChoice, sessionOptionsFor, type SessionChoice, type Tuning } from './session-choice.js';
 import { tuneSessions } from './session-tuner.js';
 import { spareCores, wideThreads } from './spare-cores.js';
 import { iou, nms, uprightTurns, type Candidate, type QuarterTurns, type Region } from './scrfd.js';
@@ -87,15 +87,26 @@ export class FaceAnalyzer {
       createSession(embFile, sessionOptionsFor(inference, tuned.embedder.choice), log),
     ]);
     const detector = new ScrfdDetector(det, pack.detector, detFile);
-    const wide = spare && det.provider === 'cpu' ? wideThreads(tuned.detector.choice.threads) : 0;
-    if (wide > 0) {
-      const loaded = await createSession(detFile, sessionOptionsFor(inference, { ...tuned.detector.choice, threads: wide, spinning: false }), log);
-      detector.wide = { loaded, when: spareCores(spare!) };
+    const embedder = new ArcFaceEmbedder(emb, pack.embedder, embFile);
+    // Wide sessions (./spare-cores.ts): the tuned level, a thread per core, no spinning.
+    const wideOf = (role: 'detector' | 'embedder'): SessionChoice | undefined => {
+      const threads = spare && det.provider === 'cpu' ? wideThreads(tuned[role].choice.threads) : 0;
+      return threads > 0 ? { ...tuned[role].choice, threads, spinning: false } : undefined;
+    };
+    const [wideDet, wideEmb] = [wideOf('detector'), wideOf('embedder')];
+    if (spare && (wideDet || wideEmb)) {
+      const when = spareCores(spare);
+      const [d, e] = await Promise.all([
+        wideDet && createSession(detFile, sessionOptionsFor(inference, wideDet), log),
+        wideEmb && createSession(embFile, sessionOptionsFor(inference, wideEmb), log),
+      ]);
+      if (d) detector.wide = { loaded: d, when };
+      if (e) embedder.wide = { loaded: e, when };
     }
     const analyzer = new FaceAnalyzer(
       pack,
       detector,
-      new ArcFaceEmbedder(emb, pack.embedder, embFile),
+      embedder,
       { scoreThreshold: inference.detScore, nmsIou: inference.nmsIou, minFaceSize: inference.minFaceSize },
       decode,
       inference.matchThreshold ?? pack.threshold,
@@ -109,7 +120,8 @@ export class FaceAnalyzer {
         batchedEmbedder: analyzer.embedder.batched,
         sessions: {
           detector: describeChoice(tuned.detector.choice),
-          ...(wide > 0 ? { wideDetector: describeChoice({ ...tuned.detector.choice, threads: wide, spinning: false }) } : {}),
+          ...(wideDet ? { wideDetector: describeChoice(wideDet) } : {}),
+          ...(wideEmb ? { wideEmbedder: describeChoice(wideEmb) } : {}),
           embedder: describeChoice(tuned.embedder.choice),
         },
       },
@@ -144,7 +156,7 @@ export class FaceAnalyzer {
     const detected = await this.detectDecoded(decoded, tally);
     const t1 = performance.now();
     const detectorRuns = { [ATTR.detectorRuns]: tally.runs, [ATTR.wideDetectorRuns]: tally.wide };
-    const { embeddings, alignMs, shared } = await this.embedder.embed(
+    const { embeddings, alignMs, shared, wideRuns } = await this.embedder.embed(
       decoded.image,
       detected.map((d) => d.landmarks),
     );
@@ -157,7 +169,12 @@ export class FaceAnalyzer {
       stages: [
         { stage: 'detect', start: origin + t0, end: origin + t1, attributes: detectorRuns },
         { stage: 'align', start: origin + t1, end: origin + t1 + alignMs },
-        { stage: 'embed', start: origin + t1 + alignMs, end: origin + t2, ...(shared > 0 ? { attributes: { [ATTR.sharedFaces]: shared } } : {}) },
+        {
+          stage: 'embed',
+          start: origin + t1 + alignMs,
+          end: origin + t2,
+          ...(shared > 0 || wideRuns > 0 ? { attributes: { ...(shared > 0 ? { [ATTR.sharedFaces]: shared } : {}), ...(wideRuns > 0 ? { [ATTR.wideEmbedderRuns]: wideRuns } : {}) } } : {}),
+        },
       ],
     };
   }

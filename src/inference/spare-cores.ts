@@ -1,13 +1,15 @@
 /**
- * A detector run on every core when the other inference workers have nothing to do (issue 14).
+ * Runs on every core when the other inference workers have nothing to do (issue 14).
  *
  * Each of N workers has sessions of C/N intra-op threads, so that N photos in flight never
- * oversubscribe the cores. With one photo in flight, that photo's detector run took one core while
- * the others idled (its faces are shared already: ./shared-embedding.ts). So each worker also holds
- * a *wide* detector session with a thread per core, without spinning (idle threads sleep: a photo
- * that arrives during a wide run gets its cores back at once), and a run takes it when the pool's
- * count of spare workers (idle ones while no photo waits, kept by the pool in a SharedArrayBuffer)
- * is above 0 as the run starts.
+ * oversubscribe the cores. With one photo in flight, that photo's detector runs took one core while
+ * the others idled, and so did the embedder run of a photo with one face (several faces are shared
+ * between the workers: ./shared-embedding.ts). So each worker also holds *wide* sessions of both
+ * models with a thread per core, without spinning (idle threads sleep: a photo that arrives during a
+ * wide run gets its cores back at once), and a run takes one when the pool's count of spare workers
+ * (idle ones while no photo waits, kept by the pool in a SharedArrayBuffer) is above 0 as the run
+ * starts. With the test pack's models the outputs were bit for bit those of one thread, at every
+ * graph optimisation level (test/pipeline/spare-cores.test.ts checks it on every CI run).
  */
 import { availableParallelism } from 'node:os';
 

@@ -75,6 +75,8 @@ export const ATTR = {
   /** On a detect stage: detector runs, and of them those on every core (src/inference/spare-cores.ts). */
   detectorRuns: 'facematch.detector.runs',
   wideDetectorRuns: 'facematch.detector.wide_runs',
+  /** On an embed stage: the photo's own embedder runs on every core (src/inference/spare-cores.ts). */
+  wideEmbedderRuns: 'facematch.embedder.wide_runs',
   /** Matches made: an action shot's faces matched to a user, or the action-shot faces a selfie found. */
   matches: 'facematch.matches',
   threshold: 'facematch.threshold',

@@ -36,7 +36,7 @@ try {
   const log = createLogger(logLevel);
   const analyzer = await FaceAnalyzer.load(inference, decode, log, tuning, spare);
   // Warm-up: the first run of a session allocates and optimises; do it before reporting ready
-  // (the wide detector's too: ../spare-cores.ts).
+  // (the wide sessions' too: ../spare-cores.ts). A grey picture has no face: the embedder's own.
   const grey = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();
   await analyzer.analyze(grey);
   const wide = analyzer.detector.wide;
@@ -46,6 +46,7 @@ try {
     await analyzer.analyze(grey);
     wide.when = when;
   }
+  await analyzer.embedder.warmUp();
   if (shareFaces) analyzer.embedder.offer = (task) => port.postMessage({ kind: 'share', task } satisfies ShareOffer);
   port.on('message', (req: AnalyzeRequest | HelpRequest) => {
     if ('help' in req) {

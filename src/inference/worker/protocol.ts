@@ -20,7 +20,7 @@ export interface WorkerData {
   shareFaces?: boolean;
   /**
    * One Int32: the pool's idle workers while no photo waits (0 otherwise), kept by the pool. While
-   * it is above 0 the worker's detector runs on every core (../spare-cores.ts).
+   * it is above 0 the worker's detector (and a lone face's embedder) runs on every core (../spare-cores.ts).
    */
   spare?: SharedArrayBuffer;
 }
