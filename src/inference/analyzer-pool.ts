@@ -153,12 +153,12 @@ export class AnalyzerPool {
   private listen(slot: Slot): void {
     slot.worker.on('message', (m: WorkerMessage) => {
       if ('kind' in m) {
+        // Both publish the spare count (countSpare).
         if (m.kind === 'share') this.share(slot, m.task);
         else {
           slot.helping = undefined;
           this.dispatch();
         }
-        this.countSpare();
         return;
       }
       const job = slot.running;

@@ -6,6 +6,7 @@ import { estimateSimilarity, invertAffine, sampleToTensor, type Affine, type Rgb
 import type { EmbedderSpec } from './model-pack.js';
 import { collectShare, createSharedFaces, takeShare, type EmbedRun, type SharedFaces } from './shared-embedding.js';
 import { inputsOf, isFixed, outputsOf, type LoadedSession } from './onnx-session.js';
+import type { WideSession } from './spare-cores.js';
 
 /** InsightFace's ArcFace destination landmarks for a 112x112 crop. */
 export const ARCFACE_TEMPLATE_112: readonly Point[] = [
@@ -53,13 +54,11 @@ export class ArcFaceEmbedder {
   private readonly outputName: string;
   runMs = 0;
   runs = 0;
-  /** Of `runs`, those on the wide session (every core: ./spare-cores.ts). */
-  wideRuns = 0;
   /**
-   * A second session of the same model with more intra-op threads, and when to use it: a run of a
-   * photo's own faces that are not shared (one face, or no pool) checks `when()` as it starts.
+   * A second session with a thread per core, for runs of a photo's own faces that are not shared
+   * (one face, or no pool) while other workers idle (./spare-cores.ts).
    */
-  wide?: { loaded: LoadedSession; when: () => boolean };
+  wide?: WideSession;
 
   constructor(
     private readonly loaded: LoadedSession,
@@ -139,11 +138,11 @@ export class ArcFaceEmbedder {
   /** One run of each session on a blank face (the first run of a session allocates); counts nothing. */
   async warmUp(): Promise<void> {
     const [w, h] = this.spec.inputSize;
-    const counters = [this.runs, this.runMs, this.wideRuns] as const;
+    const counters = [this.runs, this.runMs] as const;
     const blank = (): Float32Array => new Float32Array(3 * w * h);
     await this.run(blank(), 1);
     if (this.wide) await this.run(blank(), 1, true);
-    [this.runs, this.runMs, this.wideRuns] = counters;
+    [this.runs, this.runMs] = counters;
   }
 
   /** Embeds faces offered by another worker of the pool, as long as some are left; returns how many it did. */
@@ -160,7 +159,6 @@ export class ArcFaceEmbedder {
     const result = await session.run({ [this.inputName]: tensor });
     this.runMs += performance.now() - t1;
     this.runs++;
-    if (wide && this.wide) this.wideRuns++;
     try {
       const data = result[this.outputName]!.data as Float32Array;
       const dim = data.length / n;

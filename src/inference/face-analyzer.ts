@@ -71,7 +71,7 @@ export class FaceAnalyzer {
     decode: DecodeConfig,
     log: Logger,
     tuning?: Tuning,
-    /** The pool's spare-worker count (./spare-cores.ts): with it, a wide detector session too. */
+    /** The pool's spare-worker count (./spare-cores.ts): with it, wide sessions too. */
     spare?: SharedArrayBuffer,
   ): Promise<FaceAnalyzer> {
     const pack = await readModelPack(inference.modelPack);
@@ -161,6 +161,10 @@ export class FaceAnalyzer {
       detected.map((d) => d.landmarks),
     );
     const t2 = performance.now();
+    const embedAttributes = {
+      ...(shared > 0 ? { [ATTR.sharedFaces]: shared } : {}),
+      ...(wideRuns > 0 ? { [ATTR.wideEmbedderRuns]: wideRuns } : {}),
+    };
     const faces: Face[] = detected.map((d, i) => toOriginal(d, decoded, embeddings[i]!));
     return {
       width: decoded.width,
@@ -173,7 +177,7 @@ export class FaceAnalyzer {
           stage: 'embed',
           start: origin + t1 + alignMs,
           end: origin + t2,
-          ...(shared > 0 || wideRuns > 0 ? { attributes: { ...(shared > 0 ? { [ATTR.sharedFaces]: shared } : {}), ...(wideRuns > 0 ? { [ATTR.wideEmbedderRuns]: wideRuns } : {}) } } : {}),
+          ...(Object.keys(embedAttributes).length > 0 ? { attributes: embedAttributes } : {}),
         },
       ],
     };

@@ -4,6 +4,7 @@ import { ModelMismatchError } from '../domain/errors.js';
 import { sampleToTensor, type RgbImage } from './geometry.js';
 import type { DetectorSpec } from './model-pack.js';
 import { inputsOf, isFixed, outputsOf, type LoadedSession } from './onnx-session.js';
+import type { WideSession } from './spare-cores.js';
 import {
   candidateToImage,
   decodeScrfd,
@@ -28,13 +29,8 @@ export class ScrfdDetector {
   /** Time spent in onnxruntime's run() since construction (for overhead accounting). */
   runMs = 0;
   runs = 0;
-  /** Of `runs`, those on the wide session (every core: ./spare-cores.ts). */
-  wideRuns = 0;
-  /**
-   * A second session of the same model with more intra-op threads, and when to use it: a run
-   * checks `when()` as it starts (the pool's other workers are idle and no photo waits).
-   */
-  wide?: { loaded: LoadedSession; when: () => boolean };
+  /** A second session with a thread per core, for runs while other workers idle (./spare-cores.ts). */
+  wide?: WideSession;
 
   constructor(
     private readonly loaded: LoadedSession,
@@ -70,6 +66,16 @@ export class ScrfdDetector {
     }
   }
 
+  /** The wide session's first run (it allocates), on a blank input of the pack's size; counts nothing. */
+  async warmUpWide(): Promise<void> {
+    if (!this.wide) return;
+    const [w, h] = this.spec.inputSize;
+    const input = new ort.Tensor('float32', new Float32Array(3 * w * h), [1, 3, h, w]);
+    const result = await this.wide.loaded.session.run({ [this.inputName]: input });
+    input.dispose();
+    for (const t of Object.values(result)) t.dispose();
+  }
+
   /** Detects faces in one view of the image; results in image coordinates, not yet NMS-ed. */
   async detect(image: RgbImage, region: Region, turns: QuarterTurns, scoreThreshold: number, tally?: DetectorTally): Promise<Candidate[]> {
     const view = makeView(region, turns, this.spec.inputSize, this.dynamicInput);
@@ -88,7 +94,6 @@ export class ScrfdDetector {
     const result = await session.run({ [this.inputName]: input });
     this.runMs += performance.now() - t0;
     this.runs++;
-    if (wide) this.wideRuns++;
     if (tally) {
       tally.runs++;
       if (wide) tally.wide++;

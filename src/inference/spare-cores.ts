@@ -12,6 +12,13 @@
  * graph optimisation level (test/pipeline/spare-cores.test.ts checks it on every CI run).
  */
 import { availableParallelism } from 'node:os';
+import type { LoadedSession } from './onnx-session.js';
+
+/** A model's wide session, and when a run takes it (checked as each run starts). */
+export interface WideSession {
+  loaded: LoadedSession;
+  when: () => boolean;
+}
 
 /** Reads the pool's spare-worker count (an Int32 in `shared`): true while another worker is idle. */
 export function spareCores(shared: SharedArrayBuffer): () => boolean {

@@ -9,6 +9,7 @@ import { AnalyzerPool } from '../../src/inference/analyzer-pool.js';
 import { FaceAnalyzer } from '../../src/inference/face-analyzer.js';
 import { ATTR } from '../../src/telemetry/attributes.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { expectSameFaces as expectSame } from '../support/same-faces.js';
 import { group, read, testConfig } from '../support/shared.js';
 
 const CROWD = 'insightface-rest_lumia.jpg';
@@ -40,12 +41,8 @@ describe('a photo’s faces embedded by several inference workers', () => {
     ]);
   });
 
-  const expectSameFaces = (got: FaceAnalysis, name: string): void => {
-    const want = reference.get(name)!;
-    expect(got.faces.map((f) => f.box)).toEqual(want.faces.map((f) => f.box));
-    // Bit for bit: who embedded a face changes nothing.
-    expect(got.faces.map((f) => [...f.embedding])).toEqual(want.faces.map((f) => [...f.embedding]));
-  };
+  // Bit for bit: who embedded a face changes nothing.
+  const expectSameFaces = (got: FaceAnalysis, name: string): void => expectSame(got, reference.get(name)!);
 
   describe('in a pool of two workers', () => {
     let pool: AnalyzerPool;

@@ -10,6 +10,7 @@ import { AnalyzerPool } from '../../src/inference/analyzer-pool.js';
 import { FaceAnalyzer } from '../../src/inference/face-analyzer.js';
 import { ATTR } from '../../src/telemetry/attributes.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { expectSameFaces as expectSame } from '../support/same-faces.js';
 import { group, identities, read, testConfig } from '../support/shared.js';
 
 const log = createLogger('warn');
@@ -41,11 +42,7 @@ describe.runIf(availableParallelism() > 1)('the detector on spare cores', () => 
     for (const [name, bytes] of photos) reference.set(name, await alone.analyze(bytes));
   });
 
-  const expectSameFaces = (got: FaceAnalysis, name: string): void => {
-    const want = reference.get(name)!;
-    expect(got.faces.map((f) => [f.box, f.score, f.landmarks])).toEqual(want.faces.map((f) => [f.box, f.score, f.landmarks]));
-    expect(got.faces.map((f) => [...f.embedding])).toEqual(want.faces.map((f) => [...f.embedding]));
-  };
+  const expectSameFaces = (got: FaceAnalysis, name: string): void => expectSame(got, reference.get(name)!);
 
   describe('in a pool of two workers', () => {
     let pool: AnalyzerPool;

@@ -294,11 +294,7 @@ export class PgliteVectorStore implements VectorStore {
     }
     const [a, u] = [this.table('action_faces'), this.table('user_samples')];
     await this.db.transaction(async (tx) => {
-      await tx.query(
-        `WITH a AS (DELETE FROM ${a} WHERE photo_id = $1 RETURNING 1), u AS (DELETE FROM ${u} WHERE photo_id = $1 RETURNING 1)
-         SELECT (SELECT count(*) FROM a)::int + (SELECT count(*) FROM u)::int AS n`,
-        [photoId],
-      );
+      await tx.query(`WITH a AS (DELETE FROM ${a} WHERE photo_id = $1) DELETE FROM ${u} WHERE photo_id = $1`, [photoId]);
       if (unique.length > 0) await this.write(tx, table, unique);
     });
     if (unique.length > 0) await this.grown(collection, unique.length);

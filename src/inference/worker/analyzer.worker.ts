@@ -35,17 +35,11 @@ async function handOver(picture: Picture): Promise<Picture> {
 try {
   const log = createLogger(logLevel);
   const analyzer = await FaceAnalyzer.load(inference, decode, log, tuning, spare);
-  // Warm-up: the first run of a session allocates and optimises; do it before reporting ready
-  // (the wide sessions' too: ../spare-cores.ts). A grey picture has no face: the embedder's own.
-  const grey = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();
-  await analyzer.analyze(grey);
-  const wide = analyzer.detector.wide;
-  if (wide) {
-    const when = wide.when;
-    wide.when = () => true;
-    await analyzer.analyze(grey);
-    wide.when = when;
-  }
+  // Warm-up: the first run of a session allocates and optimises; do it before reporting ready. A
+  // grey picture's analysis runs the detector, not the embedder (no face); the wide sessions
+  // (../spare-cores.ts) and the embedder get their own.
+  await analyzer.analyze(await sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080' } }).png().toBuffer());
+  await analyzer.detector.warmUpWide();
   await analyzer.embedder.warmUp();
   if (shareFaces) analyzer.embedder.offer = (task) => port.postMessage({ kind: 'share', task } satisfies ShareOffer);
   port.on('message', (req: AnalyzeRequest | HelpRequest) => {
