@@ -2,10 +2,6 @@
  * The embedded database: one PGlite (PostgreSQL compiled to WASM) instance per data directory,
  * shared by the embedded vector store and match store, plus a small versioned-migration runner.
  *
- * PGlite runs each statement synchronously on the thread that holds it, so the instance lives in a
- * thread of its own (./pglite.worker.ts): a statement costs the event loop a message each way,
- * never the statement's run (an IVFFlat index rebuilt, a crowd's vectors searched).
- *
  * Durability: PGlite writes the WAL and data files through Node's fs with fsync disabled (`-F`, and
  * its WASM fsync is a no-op), so a committed transaction is in the OS page cache when the call
  * returns. It survives the process being killed (SIGKILL, OOM) — PostgreSQL's crash recovery replays
@@ -24,9 +20,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { workerModule } from '../../inference/worker/entry.js';
-import type { DbReply, DbRequest, DbWorkerData, SqlErrorJSON } from './pglite.protocol.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { PGlite } from '@electric-sql/pglite';
+import { vector } from '@electric-sql/pglite-pgvector';
 import { applyMigrations, readMigrations, type SqlTransaction } from '../sql/migrations.js';
 import {
   BackendUnavailableError,
@@ -51,7 +47,7 @@ const STAGING = '.initdb';
 const PGDATA_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
 
 interface Shared {
-  thread: DbThread;
+  pg: PGlite;
   releaseLock: () => Promise<void>;
 }
 
@@ -114,62 +110,51 @@ export class PgliteDatabase {
     }
   }
 
-  /** The instance's thread (one per directory, whatever the leases). */
-  get thread(): DbThread {
+  /** The PGlite handle (for the stores of this folder and for tests). */
+  get pg(): PGlite {
     if (this.closed) throw this.unavailable(new Error('closed'));
-    return this.shared.thread;
-  }
-
-  async query<T>(sql: string, params?: unknown[]): Promise<T[]> {
-    try {
-      return (await this.thread.request({ op: 'query', sql, params })).rows as T[];
-    } catch (error) {
-      throw this.failure(error);
-    }
-  }
-
-  /** Runs statements that take no parameters (several, separated by semicolons). */
-  async exec(sql: string): Promise<void> {
-    try {
-      await this.thread.request({ op: 'exec', sql });
-    } catch (error) {
-      throw this.failure(error);
-    }
+    return this.shared.pg;
   }
 
   /**
-   * Runs `fn` in one transaction (PGlite runs nothing else meanwhile: other statements wait for its
-   * end); commits when `fn` resolves, rolls back if it throws.
+   * PGlite runs each statement synchronously on this thread, and its promises chain through
+   * microtasks only: without a yield, a batch of statements would hold the event loop for its whole
+   * duration. Every statement is followed by a yield, so the loop waits for one statement at most.
    */
+  async query<T>(sql: string, params?: unknown[]): Promise<T[]> {
+    try {
+      const { rows } = await this.pg.query<T>(sql, params);
+      await yieldToEventLoop();
+      return rows;
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  /** Runs `fn` in one transaction (PGlite runs nothing else meanwhile); rolls back if it throws. */
   async transaction<T>(fn: (tx: PgliteTransaction) => Promise<T>): Promise<T> {
-    let thread: DbThread;
-    let tx: number;
     try {
-      thread = this.thread;
-      tx = await thread.begin();
+      return await this.pg.transaction(async (tx) =>
+        fn({
+          query: async <R>(sql: string, params?: unknown[]) => {
+            const { rows } = await tx.query<R>(sql, params);
+            await yieldToEventLoop();
+            return rows;
+          },
+          exec: async (sql: string) => {
+            await tx.exec(sql);
+            await yieldToEventLoop();
+          },
+          copyIn: async (sql: string, data: Uint8Array<ArrayBuffer>) => {
+            const result = await tx.query(sql, [], { blob: new Blob([data]) });
+            await yieldToEventLoop();
+            return result.affectedRows ?? 0;
+          },
+        }),
+      );
     } catch (error) {
       throw this.failure(error);
     }
-    let result: T;
-    try {
-      result = await fn({
-        query: async <R>(sql: string, params?: unknown[]) => (await thread.request({ op: 'query', sql, params, tx })).rows as R[],
-        exec: async (sql: string) => {
-          await thread.request({ op: 'exec', sql, tx });
-        },
-        copyIn: async (sql: string, data: Uint8Array<ArrayBuffer>) =>
-          (await thread.request({ op: 'query', sql, blob: data, tx })).affectedRows ?? 0,
-      });
-    } catch (error) {
-      await thread.request({ op: 'end', tx, commit: false }).catch(() => undefined);
-      throw this.failure(error);
-    }
-    try {
-      await thread.request({ op: 'end', tx, commit: true });
-    } catch (error) {
-      throw this.failure(error);
-    }
-    return result;
   }
 
   async ping(): Promise<void> {
@@ -190,10 +175,10 @@ export class PgliteDatabase {
     if (this.closed) return;
     this.closed = true;
     if (--this.entry.leases > 0) return;
-    const { thread, releaseLock } = this.shared;
+    const { pg, releaseLock } = this.shared;
     this.entry.closing = (async () => {
       try {
-        await thread.close();
+        if (!pg.closed) await pg.close();
       } finally {
         await releaseLock();
         instances.delete(this.dataDir);
@@ -232,7 +217,8 @@ async function start(dir: string): Promise<Shared> {
   const releaseLock = await lock(dir);
   try {
     if (!(await exists(path.join(dir, 'PG_VERSION')))) await initialise(dir);
-    return { thread: await DbThread.start(dir), releaseLock };
+    const pg = await PGlite.create({ dataDir: dir, extensions: { vector } });
+    return { pg, releaseLock };
   } catch (error) {
     await releaseLock();
     throw fail(error);
@@ -253,100 +239,11 @@ async function initialise(dir: string): Promise<void> {
   for (const e of [...entries, STAGING]) await rm(path.join(dir, e), { recursive: true, force: true });
 
   const staging = path.join(dir, STAGING);
-  await (await DbThread.start(staging)).close();
+  const pg = await PGlite.create({ dataDir: staging, extensions: { vector } });
+  await pg.close();
   for (const e of await readdir(staging)) if (e !== 'PG_VERSION') await rename(path.join(staging, e), path.join(dir, e));
   await rename(path.join(staging, 'PG_VERSION'), path.join(dir, 'PG_VERSION'));
   await rmdir(staging);
-}
-
-/**
- * The thread that holds a directory's PGlite instance (./pglite.worker.ts): requests by id, each
- * answered once. A thread that dies fails what it had and every later request (the directory's
- * instance is then unusable until the process restarts; /readyz says so). Referenced only while a
- * request is pending, so an idle database never keeps the process alive.
- */
-export class DbThread {
-  private readonly pending = new Map<number, { resolve: (r: DbReply & { ok: true }) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
-  private dead: Error | undefined;
-
-  private constructor(private readonly worker: Worker) {
-    worker.on('message', (m: DbReply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.settled(m.id);
-      if (m.ok) p.resolve(m);
-      else p.reject(sqlError(m.error));
-    });
-    worker.on('error', (e) => this.die(e));
-    worker.on('exit', (code) => this.die(new Error(`the embedded database's thread exited (code ${code})`)));
-  }
-
-  /** Starts the thread and opens the directory's instance in it (the directory is initialised). */
-  static async start(dataDir: string): Promise<DbThread> {
-    const { url, entry } = workerModule('pglite.worker', import.meta.url);
-    const worker = new Worker(url, { workerData: { entry, dataDir } satisfies DbWorkerData });
-    const thread = new DbThread(worker);
-    // Id 0 is the worker's answer once PGlite is open (or has failed to open).
-    await new Promise<void>((resolve, reject) => {
-      thread.pending.set(0, { resolve: () => resolve(), reject });
-    });
-    worker.unref();
-    return thread;
-  }
-
-  request(request: DistributiveOmit<DbRequest, 'id'>): Promise<DbReply & { ok: true }> {
-    return this.send(request).answer;
-  }
-
-  /** Opens a transaction; returns its id for the requests within it and its 'end'. */
-  async begin(): Promise<number> {
-    const { id, answer } = this.send({ op: 'begin' });
-    await answer;
-    return id;
-  }
-
-  /** Closes the instance (PGlite checkpoints and shuts down) and ends the thread. */
-  async close(): Promise<void> {
-    try {
-      if (!this.dead) await this.request({ op: 'close' });
-    } finally {
-      this.dead ??= new Error('closed');
-      await this.worker.terminate();
-    }
-  }
-
-  private send(request: DistributiveOmit<DbRequest, 'id'>): { id: number; answer: Promise<DbReply & { ok: true }> } {
-    const id = this.nextId++;
-    if (this.dead) return { id, answer: Promise.reject(this.dead) };
-    if (this.pending.size === 0) this.worker.ref();
-    const answer = new Promise<DbReply & { ok: true }>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id });
-    });
-    return { id, answer };
-  }
-
-  private settled(id: number): void {
-    this.pending.delete(id);
-    if (this.pending.size === 0) this.worker.unref();
-  }
-
-  private die(error: Error): void {
-    this.dead ??= error;
-    for (const p of this.pending.values()) p.reject(error);
-    this.pending.clear();
-  }
-}
-
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-/** The worker's error as thrown here: a PostgreSQL error keeps its SQLSTATE (see `isSqlError`). */
-function sqlError(json: SqlErrorJSON): Error {
-  const error = new Error(json.message);
-  error.name = json.name;
-  if (json.code !== undefined) Object.assign(error, { code: json.code, severity: json.severity });
-  return error;
 }
 
 interface LockOwner {

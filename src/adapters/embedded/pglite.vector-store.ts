@@ -67,9 +67,8 @@ const PROBE_SHARE = 0.2;
 const MIN_PROBES = 10;
 
 /**
- * Statement sizes: PGlite runs one statement at a time (in its own thread, ./pglite.worker.ts; it ran on the
- * event loop before), so these bound how long one holds the database from every other request's
- * statements. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
+ * Statement sizes: PGlite runs a statement synchronously on the event loop, so these bound how long
+ * one holds it. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
  * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). With vectors as text a
  * row cost ~1-2 ms, and 50 rows a statement held the event loop ~100 ms (/healthz under load 58 ms
@@ -348,7 +347,7 @@ export class PgliteVectorStore implements VectorStore {
   /**
    * The queries in few statements (a LATERAL join over SEARCH_QUERIES_PER_STATEMENT query vectors
    * each, one transaction), so a crowd photo's 100 faces cost 7 statements instead of 100, while no
-   * statement holds the database long. The queries that come back short are run again, also
+   * statement holds the event loop long. The queries that come back short are run again, also
    * together, without the vector index (see the header).
    */
   async searchMany(collection: Collection, queries: readonly SearchQuery[]): Promise<VectorHit[][]> {
