@@ -80,8 +80,10 @@ describe.runIf(availableParallelism() > 1)('the detector on spare cores', () => 
         expect(runs(a), `photo ${i + 1}`).toEqual({ all: 1, wide: 0 });
       }
       for (const a of got) expectSameFaces(a, SMALL);
+      // A selfie's embedder run starts after its detection: the first two embed while two photos
+      // wait. The third may legitimately go wide (the fourth can be done by then, its worker idle).
       const selfies = await Promise.all(Array.from({ length: 4 }, () => pool.analyze(photos.get(SELFIE)!)));
-      expect(selfies.slice(0, 3).map(wideEmbeds)).toEqual([0, 0, 0]);
+      expect(selfies.slice(0, 2).map(wideEmbeds)).toEqual([0, 0]);
       for (const a of selfies) expectSameFaces(a, SELFIE);
     });
   });
