@@ -25,8 +25,13 @@
  * "insert rec/s" is measured after it, STEADY_PHOTOS crowd photos of 200 faces upserted one by one
  * into the table of that size (no build falls in them), which is what a photo pays.
  *
+ * The embedded store runs as the service runs it, in the database's own thread
+ * (src/adapters/embedded/pglite.thread.ts); STORES_BENCH_EMBEDDED=main runs it on this thread, as
+ * before session 11. "loop max ms" is the longest the event loop waited while an upsert of the
+ * load was awaited (a 5 ms timer; the builds fall in the load).
+ *
  * Knobs: STORES_BENCH_QUERIES (200 per row), STORES_BENCH_DATA (random,faces: both),
- * STORES_BENCH_SIZES (10000,100000).
+ * STORES_BENCH_SIZES (10000,100000), STORES_BENCH_EMBEDDED (thread | main).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -34,6 +39,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MilvusClient } from '@zilliz/milvus2-sdk-node';
 import { PgliteDatabase } from '../src/adapters/embedded/pglite.database.js';
+import { PgliteThread } from '../src/adapters/embedded/pglite.thread.js';
 import { PgliteVectorStore } from '../src/adapters/embedded/pglite.vector-store.js';
 import { MilvusVectorStore, type MilvusReadConsistency } from '../src/adapters/milvus/milvus.vector-store.js';
 import { parseConfig } from '../src/config/config.js';
@@ -59,6 +65,8 @@ type Data = 'random' | 'faces';
 const DATA = (process.env.STORES_BENCH_DATA ?? 'random,faces').split(',') as Data[];
 if (DATA.some((d) => d !== 'random' && d !== 'faces')) throw new Error('STORES_BENCH_DATA lists random and/or faces');
 const FACES_PER_PERSON = 20;
+const EMBEDDED = process.env.STORES_BENCH_EMBEDDED ?? 'thread';
+if (EMBEDDED !== 'thread' && EMBEDDED !== 'main') throw new Error('STORES_BENCH_EMBEDDED is thread or main');
 
 interface Row {
   store: 'embedded' | 'milvus';
@@ -80,6 +88,8 @@ interface Row {
   exact: number | null;
   /** Embedded: rows/s of STEADY_PHOTOS photos of 200 faces written at this size. */
   steadyPerSecond?: number | null;
+  /** Embedded: the longest the event loop waited while the load's upserts were awaited. */
+  loopMaxMs?: number | null;
   note?: string;
 }
 
@@ -136,6 +146,27 @@ function percentile(xs: readonly number[], p: number): number {
 
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 
+/**
+ * The longest the event loop waited while upserts were awaited: a 5 ms timer notes each turn, and
+ * the gaps between turns (and from the call to the first turn, and the last turn to the result)
+ * that fall inside an upsert count.
+ */
+let loopMax = 0;
+async function timedUpsert(store: VectorStore, records: VectorRecord[]): Promise<void> {
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    loopMax = Math.max(loopMax, now - last);
+    last = now;
+  }, 5);
+  try {
+    await store.upsert('action_faces', records);
+  } finally {
+    clearInterval(timer);
+    loopMax = Math.max(loopMax, performance.now() - last);
+  }
+}
+
 /** Writes faces [from, to) in batches; returns the seconds it took. */
 async function load(store: VectorStore, from: number, to: number, batch: number, label: string): Promise<number> {
   const started = performance.now();
@@ -143,7 +174,7 @@ async function load(store: VectorStore, from: number, to: number, batch: number,
   for (let start = from; start < to; start += batch) {
     const records: VectorRecord[] = [];
     for (let i = start; i < Math.min(to, start + batch); i++) records.push(faceRecord(i));
-    await store.upsert('action_faces', records);
+    await timedUpsert(store, records);
     if (performance.now() - lastReport > 15_000) {
       lastReport = performance.now();
       const done = Math.min(to, start + batch) - from;
@@ -223,12 +254,15 @@ function searchRow(base: Omit<Row, 'queries' | 'p50Ms' | 'p99Ms' | 'meanMs' | 't
 async function benchEmbedded(rows: Row[]): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'facematch-stores-bench-'));
   try {
-    const store = new PgliteVectorStore(await PgliteDatabase.open(path.join(dir, 'db')));
+    const thread = EMBEDDED === 'thread' ? await PgliteThread.open(path.join(dir, 'db')) : undefined;
+    const store: VectorStore = thread ? thread.vectorStore() : new PgliteVectorStore(await PgliteDatabase.open(path.join(dir, 'db')));
     await store.init(DIM);
     let stored = 0;
     for (const size of SIZES) {
       console.error(`embedded ${data}: writing faces ${stored}..${size}`);
+      loopMax = 0;
       const seconds = await load(store, stored, size, EMBEDDED_BATCH, 'embedded');
+      const loopMaxMs = round(loopMax, 0);
       const inserted = size - stored;
       stored = size;
       console.error(`embedded ${data}: ${STEADY_PHOTOS} photos of ${PHOTO_FACES} faces at ${size}`);
@@ -236,14 +270,15 @@ async function benchEmbedded(rows: Row[]): Promise<void> {
       console.error(`embedded ${data}: searching ${size}`);
       const m = await measure(store, size, 42 + size);
       const row = searchRow(
-        { store: 'embedded', data, faces: size, consistency: null, inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), steadyPerSecond, indexWaitSeconds: null },
+        { store: 'embedded', data, faces: size, consistency: null, inserted, insertSeconds: round(seconds), insertPerSecond: round(inserted / seconds, 0), steadyPerSecond, loopMaxMs, indexWaitSeconds: null },
         m,
       );
       rows.push(row);
       // As it comes, so that a run cut short still tells.
-      console.error(`embedded ${data} ${size}: ${steadyPerSecond} rec/s (200-face photos), load ${row.insertPerSecond} rec/s, search p50 ${row.p50Ms} ms, top-1 ${row.top1}, exact ${row.exact}`);
+      console.error(`embedded ${data} ${size}: ${steadyPerSecond} rec/s (200-face photos), load ${row.insertPerSecond} rec/s (loop max ${loopMaxMs} ms), search p50 ${row.p50Ms} ms, top-1 ${row.top1}, exact ${row.exact}`);
     }
     await store.close();
+    await thread?.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -308,16 +343,17 @@ async function benchMilvus(rows: Row[], address: string): Promise<string> {
 }
 
 function table(rows: readonly Row[]): string {
-  const head = ['store', 'data', 'faces', 'consistency', 'insert rec/s', 'load rec/s', 'load s', 'index wait s', 'search p50 ms', 'p99 ms', 'top-1', 'exact', 'queries'];
+  const head = ['store', 'data', 'faces', 'consistency', 'insert rec/s', 'load rec/s', 'load s', 'loop max ms', 'index wait s', 'search p50 ms', 'p99 ms', 'top-1', 'exact', 'queries'];
   const cell = (x: number | string | null | undefined): string => (x === null || x === undefined ? '-' : String(x));
   const body = rows.map((r) => [
-    r.store,
+    r.store === 'embedded' ? `embedded (${EMBEDDED === 'thread' ? 'own' : 'main'} thread)` : r.store,
     r.data,
     r.faces.toLocaleString('en-US'),
     r.store === 'milvus' ? cell(r.consistency) : 'local',
     cell(r.steadyPerSecond),
     cell(r.insertPerSecond),
     cell(r.insertSeconds),
+    cell(r.loopMaxMs),
     cell(r.indexWaitSeconds),
     cell(r.p50Ms),
     cell(r.p99Ms),

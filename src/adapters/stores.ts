@@ -2,7 +2,7 @@
  * The stores the configuration selects, each port on its own: vectors (embedded pgvector | Milvus),
  * objects (local folder | S3), matches (embedded PGlite | PostgreSQL). Embedded is the default for
  * each. When vectors and matches are both embedded they share one PGlite database (one data
- * directory, one lock), as openEmbeddedStores does.
+ * directory, one lock), run in a thread of its own (./embedded/pglite.thread.ts).
  */
 import path from 'node:path';
 import type { Config } from '../config/config.js';
@@ -14,9 +14,7 @@ import type { VectorStore } from '../ports/vector-store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { InProcessLocks } from './embedded/in-process.locks.js';
 import { LocalObjectStore } from './embedded/local.object-store.js';
-import { PgliteDatabase } from './embedded/pglite.database.js';
-import { PgliteMatchStore } from './embedded/pglite.match-store.js';
-import { PgliteVectorStore } from './embedded/pglite.vector-store.js';
+import { PgliteThread } from './embedded/pglite.thread.js';
 import { MilvusVectorStore } from './milvus/milvus.vector-store.js';
 import { PostgresAdvisoryLocks } from './postgres/postgres.locks.js';
 import { describePostgres, PostgresMatchStore } from './postgres/postgres.match-store.js';
@@ -52,10 +50,10 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
     if (failed) throw failed.reason;
   };
 
-  // One lease on the embedded database, opened on first need and shared by the embedded stores.
-  let embedded: Promise<PgliteDatabase> | undefined;
+  // One lease on the embedded database's thread, opened on first need and shared by the embedded stores.
+  let embedded: Promise<PgliteThread> | undefined;
   const embeddedDb = () => {
-    embedded ??= PgliteDatabase.open(path.join(stores.dataDir, 'db')).then((db) => {
+    embedded ??= PgliteThread.open(path.join(stores.dataDir, 'db')).then((db) => {
       closers.push(() => db.close());
       return db;
     });
@@ -66,7 +64,7 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
     let vectors: VectorStore;
     switch (stores.vectorStore) {
       case 'embedded':
-        vectors = new PgliteVectorStore(await embeddedDb());
+        vectors = (await embeddedDb()).vectorStore();
         break;
       case 'milvus': {
         const store = MilvusVectorStore.connect(config.milvus);
@@ -79,7 +77,7 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
     let matches: MatchStore;
     switch (stores.matchStore) {
       case 'embedded':
-        matches = new PgliteMatchStore(await embeddedDb());
+        matches = (await embeddedDb()).matchStore();
         break;
       case 'postgres': {
         if (!config.postgres) throw new ConfigError('FACEMATCH_MATCH_STORE=postgres needs FACEMATCH_POSTGRES_URL');

@@ -292,6 +292,16 @@ describe('embedded database', () => {
     expect(JSON.parse(await readFile(lock, 'utf8'))).toMatchObject({ pid: process.pid });
     await db.close();
     await expect(readFile(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    // Our own pid, from an earlier process (a container restarted: pid 1 again), with or without
+    // the start time the lock records since session 11: taken over. (The same pid and start time is
+    // another thread of this process: test/embedded/pglite-thread.test.ts.)
+    for (const earlier of [{ pid: process.pid, host: hostname() }, { pid: process.pid, host: hostname(), started: '1' }]) {
+      await writeFile(lock, JSON.stringify(earlier));
+      const again = await PgliteDatabase.open(dir);
+      expect(JSON.parse(await readFile(lock, 'utf8'))).toMatchObject({ pid: process.pid, started: expect.stringMatching(/^\d+$/) as string });
+      await again.close();
+    }
   });
 
   it('refuses to initialise a directory that holds other files', async () => {

@@ -9,7 +9,8 @@
  *     vector namespace the store was initialised with.
  *
  * Where they are read: embedded, through a lease on this process's PGlite instance of the data
- * directory (PgliteDatabase.open hands out leases on the one instance), opened for each read and
+ * directory (the service's database thread, PgliteThread, when the process has one on it; else
+ * PgliteDatabase.open, which hands out leases on this thread's instance), opened for each read and
  * closed after it, so that an inspector never keeps the database open across a test's restart of
  * the service; PostgreSQL, through a pool of its own on the URL; Milvus, through a client of its own
  * querying both collections at Strong consistency (every write acknowledged before the query is
@@ -19,6 +20,7 @@ import path from 'node:path';
 import { ConsistencyLevelEnum, ErrorCode, MilvusClient } from '@zilliz/milvus2-sdk-node';
 import pg from 'pg';
 import { PgliteDatabase } from '../../src/adapters/embedded/pglite.database.js';
+import { PgliteThread } from '../../src/adapters/embedded/pglite.thread.js';
 import { checkNamespace } from '../../src/adapters/embedding-space.js';
 import type { Config, MilvusConfig } from '../../src/config/config.js';
 
@@ -65,8 +67,8 @@ export async function embeddedVectorsOfUser(q: Queryable, userId: string, namesp
 }
 
 /** Runs `fn` on a lease of this process's PGlite instance of `dbDir`, closed after. */
-async function withLease<T>(dbDir: string, fn: (db: PgliteDatabase) => Promise<T>): Promise<T> {
-  const db = await PgliteDatabase.open(dbDir);
+async function withLease<T>(dbDir: string, fn: (db: Queryable) => Promise<T>): Promise<T> {
+  const db = PgliteThread.holds(dbDir) ? await PgliteThread.open(dbDir) : await PgliteDatabase.open(dbDir);
   try {
     return await fn(db);
   } finally {

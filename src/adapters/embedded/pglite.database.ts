@@ -8,7 +8,8 @@
  * the WAL on the next open — but not a power loss or a kernel crash.
  *
  * Three guards around PGlite itself:
- * - One instance per directory per process: `open()` hands out leases on a shared instance.
+ * - One instance per directory per process: `open()` hands out leases on a shared instance (of this
+ *   thread; another thread's instance is refused by the lock file, which records the process's start).
  * - One process per directory: a lock file (`facematch.lock`, pid + host) refuses a second process.
  *   PGlite has none, and two processes on one directory silently corrupt it. A lock whose process
  *   is gone (killed) is taken over.
@@ -17,6 +18,7 @@
  *   unpacking initdb's output into the directory left one that could never be opened again.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -119,7 +121,9 @@ export class PgliteDatabase {
   /**
    * PGlite runs each statement synchronously on this thread, and its promises chain through
    * microtasks only: without a yield, a batch of statements would hold the event loop for its whole
-   * duration. Every statement is followed by a yield, so the loop waits for one statement at most.
+   * duration. Every statement is followed by a yield, so the loop waits for one statement at most
+   * (the service runs this in the database's own thread, ./pglite.thread.ts: there the yield lets
+   * the thread take the next call's message between statements).
    */
   async query<T>(sql: string, params?: unknown[]): Promise<T[]> {
     try {
@@ -250,12 +254,25 @@ interface LockOwner {
   pid: number;
   host: string;
   token?: string;
+  /** When the process started (Linux: /proc/self/stat's start time): tells this process from an earlier one with its pid. */
+  started?: string;
 }
+
+/** This process's start time in clock ticks since boot (Linux), the same in every thread of it. */
+const STARTED: string | undefined = (() => {
+  try {
+    // Field 22; the command name (field 2) may hold spaces and parentheses, so count from its end.
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+})();
 
 /** Creates the directory's lock file, taking over one whose process is gone; returns the release. */
 async function lock(dir: string): Promise<() => Promise<void>> {
   const file = path.join(dir, LOCK_FILE);
-  const me: LockOwner = { pid: process.pid, host: hostname(), token: randomUUID() };
+  const me: LockOwner = { pid: process.pid, host: hostname(), token: randomUUID(), ...(STARTED ? { started: STARTED } : {}) };
   for (let attempt = 0; ; attempt++) {
     try {
       const handle = await open(file, 'wx');
@@ -276,7 +293,9 @@ async function lock(dir: string): Promise<() => Promise<void>> {
     const owner = await readOwner(file);
     if (owner && isAlive(owner, me)) {
       throw new BackendUnavailableError(
-        `embedded database at ${dir}: in use by process ${owner.pid} on ${owner.host} (${file}); one process at a time`,
+        owner.pid === me.pid
+          ? `embedded database at ${dir}: in use by another thread of this process (${file}); one instance at a time`
+          : `embedded database at ${dir}: in use by process ${owner.pid} on ${owner.host} (${file}); one process at a time`,
       );
     }
     await unlink(file).catch(() => undefined);
@@ -289,7 +308,8 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
     if (typeof parsed === 'object' && parsed !== null && 'pid' in parsed && 'host' in parsed) {
       const { pid, host } = parsed;
       const token = 'token' in parsed && typeof parsed.token === 'string' ? parsed.token : undefined;
-      if (typeof pid === 'number' && typeof host === 'string') return { pid, host, token };
+      const started = 'started' in parsed && typeof parsed.started === 'string' ? parsed.started : undefined;
+      if (typeof pid === 'number' && typeof host === 'string') return { pid, host, token, ...(started ? { started } : {}) };
     }
   } catch {
     // Unreadable or half-written by a killed process: stale.
@@ -298,12 +318,15 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
 }
 
 /**
- * Whether the lock's process still runs. Our own pid is not (this process would have the instance
- * in `instances`: a container restarted with the same pid). Another host cannot be checked: a
- * volume moved with a rescheduled pod keeps the old pod's lock, so it counts as gone.
+ * Whether the lock's process still runs. Our own pid is this process only with our start time:
+ * another thread of it holds the directory (`instances` is per thread; the service runs the
+ * database in a thread of its own, ./pglite.thread.ts). With another start time, or none recorded,
+ * it was an earlier process with our pid (a container restarted: pid 1 again). Another host cannot
+ * be checked: a volume moved with a rescheduled pod keeps the old pod's lock, so it counts as gone.
  */
 function isAlive(owner: LockOwner, me: LockOwner): boolean {
-  if (owner.host !== me.host || owner.pid === me.pid) return false;
+  if (owner.host !== me.host) return false;
+  if (owner.pid === me.pid) return owner.started !== undefined && owner.started === me.started;
   try {
     process.kill(owner.pid, 0);
     return true;

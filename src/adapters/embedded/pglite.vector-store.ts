@@ -67,8 +67,9 @@ const PROBE_SHARE = 0.2;
 const MIN_PROBES = 10;
 
 /**
- * Statement sizes: PGlite runs a statement synchronously on the event loop, so these bound how long
- * one holds it. Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
+ * Statement sizes: PGlite runs a statement synchronously on the thread that holds it, so these bound
+ * how long one holds it (the service's event loop until session 11; since, the database's own thread,
+ * ./pglite.thread.ts, where they bound how long another call waits). Each statement also costs a fixed share (parse, plan, the WASM round trip) that rows
  * amortise: measured at 100k stored without a vector index, 1 / 4 / 50 / 200 rows a statement
  * wrote 105 / 215 / 270 / 301 rows/s (a loaded machine: ratios, not rates). With vectors as text a
  * row cost ~1-2 ms, and 50 rows a statement held the event loop ~100 ms (/healthz under load 58 ms

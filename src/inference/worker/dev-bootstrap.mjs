@@ -1,8 +1,9 @@
 // Runs a TypeScript worker from source (tests, `tsx` scripts): registers tsx in this worker thread
-// first, then imports the worker named by workerData.entry (see ./entry.ts). The built package
-// starts dist/inference/worker/*.worker.js directly.
+// first, then imports the worker named by workerData.entry (see ./entry.ts): a name beside this
+// file, or a module's file URL. The built package starts the workers' .js files directly.
 import { workerData } from 'node:worker_threads';
 import { register } from 'tsx/esm/api';
 
 register();
-await import(`./${workerData.entry}.ts`);
+const { entry } = workerData;
+await import(entry.startsWith('file:') ? entry : `./${entry}.ts`);
