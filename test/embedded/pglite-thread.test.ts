@@ -4,7 +4,7 @@
  * event loop stays free while the database works, errors keep their codes, one instance per
  * directory.
  */
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -132,6 +132,39 @@ describe('the embedded database in its own thread', () => {
     } finally {
       await lease.close();
     }
+  });
+
+  it('starts a new thread when its thread dies: the calls cut off fail, the stores go on, nothing committed is lost', async () => {
+    const dir = await freshDataDir();
+    const lease = await PgliteThread.open(dir);
+    try {
+      const vectors = lease.vectorStore();
+      const matches = lease.matchStore();
+      await matches.init();
+      await vectors.init(8, { namespace: 'crash' });
+      const random = seededRandom(5);
+      const kept = randomUnit(random, 8);
+      await vectors.upsert('action_faces', [{ id: 'kept', eventId: 'e', photoId: 'p1', embedding: kept }]);
+
+      // A statement of seconds, cut off by the thread's end.
+      const cut = lease.query('SELECT count(*) FROM generate_series(1, 300000000)');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await lease.terminate();
+      await expect(cut).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining('its thread failed') as string });
+
+      // The next calls start a new thread; each store is made there again, initialised as before
+      // (the vector namespace too), and finds what was committed.
+      const hits = await vectors.search('action_faces', { eventId: 'e', embedding: kept, limit: 1, minSimilarity: 0.5 });
+      expect(hits.map((h) => h.id)).toEqual(['kept']);
+      await vectors.upsert('action_faces', [{ id: 'after', eventId: 'e', photoId: 'p2', embedding: randomUnit(random, 8) }]);
+      expect(await lease.query(`SELECT id FROM vectors_crash.action_faces ORDER BY id`)).toEqual([{ id: 'after' }, { id: 'kept' }]);
+      expect(await matches.photosOfEvent('e', undefined, 10)).toEqual([]);
+      await matches.ping();
+    } finally {
+      await lease.close();
+    }
+    // Closed with its last lease: the lock file is gone.
+    await expect(readFile(path.join(dir, 'facematch.lock'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('is the one instance of its directory in this process', async () => {

@@ -302,6 +302,19 @@ async function lock(dir: string): Promise<() => Promise<void>> {
   }
 }
 
+/**
+ * Removes the directory's lock file if it names this very process (pid and start time): what a
+ * thread of this process that died with the database open leaves behind (./pglite.thread.ts). Only
+ * for a directory no instance of this process holds any more.
+ */
+export async function releaseLockOfThisProcess(dataDir: string): Promise<void> {
+  const file = path.join(path.resolve(dataDir), LOCK_FILE);
+  const owner = await readOwner(file);
+  if (owner && owner.host === hostname() && owner.pid === process.pid && STARTED !== undefined && owner.started === STARTED) {
+    await unlink(file).catch(() => undefined);
+  }
+}
+
 async function readOwner(file: string): Promise<LockOwner | undefined> {
   try {
     const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));

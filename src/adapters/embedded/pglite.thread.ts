@@ -11,9 +11,10 @@
  * is one message each way, 3-5 a photo.
  *
  * One thread per data directory in this process: `open()` hands out leases on it, and it closes
- * with its last lease. A thread that dies fails the calls it had and every later one as
- * BACKEND_UNAVAILABLE (what the committed transactions hold stays on disk: PostgreSQL's recovery
- * replays the WAL at the next open).
+ * with its last lease. A thread that dies fails the calls it had as BACKEND_UNAVAILABLE (a call cut
+ * off may or may not have committed, as in a crash); the next call starts a new thread, which opens
+ * the database again (PostgreSQL's recovery replays the WAL), and each store is made there again
+ * and initialised as it was.
  */
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -29,6 +30,7 @@ import type {
   VectorStoreInitOptions,
 } from '../../ports/vector-store.js';
 import { workerModule } from '../../inference/worker/entry.js';
+import { releaseLockOfThisProcess } from './pglite.database.js';
 import type { DbReply, DbRequest, DbWorkerData, StoreKind } from './pglite.protocol.js';
 import type { PgliteVectorStoreOptions } from './pglite.vector-store.js';
 
@@ -42,9 +44,28 @@ interface Pending {
 
 /** The thread of one directory: counted leases, and while its last lease closes, `closing`. */
 interface Entry {
-  ready: Promise<DbThread>;
+  dir: string;
+  /** The thread now; replaced when it has died (see `PgliteThread.thread`). */
+  current: Promise<DbThread>;
+  /** Set when `current` failed to start: the next call tries again. */
+  failed?: boolean;
   leases: number;
   closing?: Promise<void>;
+}
+
+/** Makes `started` the entry's thread; if it fails to start, the next call tries again. */
+function track(entry: Entry, started: Promise<DbThread>): void {
+  entry.current = started;
+  entry.failed = false;
+  started.catch(() => {
+    if (entry.current === started) entry.failed = true;
+  });
+}
+
+/** Starts a new thread for the entry; `entry.current` is its start. */
+function startIn(entry: Entry): Promise<DbThread> {
+  track(entry, DbThread.start(entry.dir));
+  return entry.current;
 }
 
 const threads = new Map<string, Entry>();
@@ -56,6 +77,10 @@ class DbThread {
   private nextStore = 1;
   /** Why the thread is gone, once it is. */
   private gone: FacematchError | undefined;
+  /** Whether it opened the database (and so held the directory's lock). */
+  private opened = false;
+  /** Whether it was closed on purpose. */
+  private closing = false;
 
   private constructor(
     private readonly worker: Worker,
@@ -67,7 +92,13 @@ class DbThread {
     const worker = new Worker(url, { workerData: { entry, dataDir } satisfies DbWorkerData });
     const thread = new DbThread(worker, dataDir);
     return new Promise((resolve, reject) => {
-      thread.pending.set(0, { resolve: () => resolve(thread), reject });
+      thread.pending.set(0, {
+        resolve: () => {
+          thread.opened = true;
+          resolve(thread);
+        },
+        reject,
+      });
       worker.on('message', (m: DbReply) => thread.answer(m));
       worker.on('error', (e) => thread.fail(e));
       worker.on('exit', (code) => thread.fail(new Error(`the thread exited with code ${code}`)));
@@ -92,13 +123,33 @@ class DbThread {
     return { store, made: this.request({ op: 'create', store, kind, ...(options ? { options } : {}) }) };
   }
 
+  /** Whether it has died (not closed): the next call needs a new thread. */
+  get dead(): boolean {
+    return this.gone !== undefined && !this.closing;
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     try {
       if (!this.gone) await this.request({ op: 'close' });
     } finally {
       this.gone ??= new BackendUnavailableError(`embedded database at ${this.dataDir}: closed`);
       await this.worker.terminate();
     }
+  }
+
+  /** Stops the thread at once, as a crash would (tests). */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+
+  /**
+   * After a death: the lock file the thread's database wrote names this process, and no instance
+   * holds it any more (a thread of ours opens the directory only when nothing else of this process
+   * does). A thread that never opened the database took no lock.
+   */
+  async releaseLock(): Promise<void> {
+    if (this.opened) await releaseLockOfThisProcess(this.dataDir);
   }
 
   private answer(m: DbReply): void {
@@ -128,7 +179,6 @@ export class PgliteThread {
 
   private constructor(
     private readonly entry: Entry,
-    private readonly thread: DbThread,
     readonly dataDir: string,
   ) {}
 
@@ -144,18 +194,20 @@ export class PgliteThread {
       entry = threads.get(dir);
     }
     if (!entry) {
-      const created: Entry = { ready: DbThread.start(dir), leases: 0 };
+      const current = DbThread.start(dir);
+      const created: Entry = { dir, current, leases: 0 };
+      track(created, current);
       threads.set(dir, created);
-      created.ready.catch(() => {
-        if (threads.get(dir) === created) threads.delete(dir);
-      });
       entry = created;
     }
     entry.leases++;
+    const lease = new PgliteThread(entry, dir);
     try {
-      return new PgliteThread(entry, await entry.ready, dir);
+      await lease.thread();
+      return lease;
     } catch (error) {
       entry.leases--;
+      if (entry.leases === 0 && threads.get(dir) === entry) threads.delete(dir);
       throw error;
     }
   }
@@ -167,17 +219,37 @@ export class PgliteThread {
 
   /** A vector store in the thread (its own lease there). */
   vectorStore(options?: PgliteVectorStoreOptions): ThreadedVectorStore {
-    return new ThreadedVectorStore(this.live(), this.live().create('vectors', options));
+    return new ThreadedVectorStore(this, 'vectors', options);
   }
 
   /** A match store in the thread (its own lease there). */
   matchStore(): ThreadedMatchStore {
-    return new ThreadedMatchStore(this.live(), this.live().create('matches'));
+    return new ThreadedMatchStore(this, 'matches');
   }
 
   /** One statement outside the stores (diagnostics and tests); rows as PGlite returns them. */
   async query<T>(sql: string, params?: unknown[]): Promise<T[]> {
-    return (await this.live().request({ op: 'query', sql, ...(params ? { params } : {}) })) as T[];
+    return (await (await this.thread()).request({ op: 'query', sql, ...(params ? { params } : {}) })) as T[];
+  }
+
+  /** Stops the thread at once, as a crash would: its calls fail, the next call starts a new one (tests). */
+  async terminate(): Promise<void> {
+    await (await this.thread()).terminate();
+  }
+
+  /** The thread to send a call to: the running one, or, if it has died, a new one. */
+  async thread(): Promise<DbThread> {
+    if (this.closed) throw new BackendUnavailableError(`embedded database at ${this.dataDir}: closed`);
+    const { entry } = this;
+    if (entry.failed) track(entry, DbThread.start(entry.dir));
+    const current = entry.current;
+    const thread = await current;
+    if (!thread.dead) return thread;
+    // Died: the first call to see it starts the next thread; the others wait for that one.
+    if (entry.current === current) {
+      entry.current = thread.releaseLock().then(() => startIn(entry));
+    }
+    return this.thread();
   }
 
   /** Ends this lease; the thread closes the database and stops with the last one. Idempotent. */
@@ -187,7 +259,9 @@ export class PgliteThread {
     if (--this.entry.leases > 0) return;
     this.entry.closing = (async () => {
       try {
-        await this.thread.close();
+        const thread = await this.entry.current.catch(() => undefined);
+        if (thread?.dead) await thread.releaseLock();
+        else await thread?.close();
       } finally {
         threads.delete(this.dataDir);
       }
@@ -195,25 +269,38 @@ export class PgliteThread {
     await this.entry.closing;
   }
 
-  private live(): DbThread {
-    if (this.closed) throw new BackendUnavailableError(`embedded database at ${this.dataDir}: closed`);
-    return this.thread;
-  }
 }
 
-/** A store object in the thread: each call one message. */
+/**
+ * A store object in the thread: each call one message. Made in the thread at the first call, and
+ * again (with its last successful init() replayed) in a thread that replaced a dead one.
+ */
 abstract class InThread {
+  private made: { thread: DbThread; store: number; ready: Promise<unknown> } | undefined;
+  /** The arguments of the last init() that succeeded. */
+  private initArgs: unknown[] | undefined;
+
   constructor(
-    private readonly thread: DbThread,
-    private readonly handle: { store: number; made: Promise<unknown> },
-  ) {
-    // A failed creation surfaces at the first call.
-    handle.made.catch(() => undefined);
-  }
+    private readonly lease: PgliteThread,
+    private readonly kind: StoreKind,
+    private readonly options?: PgliteVectorStoreOptions,
+  ) {}
 
   protected async call<T>(method: string, ...args: unknown[]): Promise<T> {
-    await this.handle.made;
-    return (await this.thread.request({ op: 'call', store: this.handle.store, method, args })) as T;
+    // A store whose thread died holds nothing to close; no new thread is started for it.
+    if (method === 'close' && (!this.made || this.made.thread.dead)) return undefined as T;
+    const thread = await this.lease.thread();
+    if (this.made?.thread !== thread) {
+      const { store, made } = thread.create(this.kind, this.options);
+      const replay = this.initArgs;
+      const ready = replay && method !== 'init' ? made.then(() => thread.request({ op: 'call', store, method: 'init', args: replay })) : made;
+      this.made = { thread, store, ready };
+    }
+    const { store, ready } = this.made;
+    await ready;
+    const value = (await thread.request({ op: 'call', store, method, args })) as T;
+    if (method === 'init') this.initArgs = args;
+    return value;
   }
 }
 
