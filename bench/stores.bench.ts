@@ -25,9 +25,9 @@
  * "insert rec/s" is measured after it, STEADY_PHOTOS crowd photos of 200 faces upserted one by one
  * into the table of that size (no build falls in them), which is what a photo pays.
  *
- * The embedded store runs as the service runs it, in the database's own thread
- * (src/adapters/embedded/pglite.thread.ts); STORES_BENCH_EMBEDDED=main runs it on this thread, as
- * before session 11. "loop max ms" is the longest the event loop waited while an upsert of the
+ * The embedded store runs in the database's own thread (src/adapters/embedded/pglite.thread.ts, the
+ * service's FACEMATCH_EMBEDDED_DB_THREAD=true); STORES_BENCH_EMBEDDED=main runs it on this thread,
+ * as the service does by default. "loop max ms" is the longest the event loop waited while an upsert of the
  * load was awaited (a 5 ms timer; the builds fall in the load).
  *
  * Knobs: STORES_BENCH_QUERIES (200 per row), STORES_BENCH_DATA (random,faces: both),

@@ -2,7 +2,8 @@
  * The stores the configuration selects, each port on its own: vectors (embedded pgvector | Milvus),
  * objects (local folder | S3), matches (embedded PGlite | PostgreSQL). Embedded is the default for
  * each. When vectors and matches are both embedded they share one PGlite database (one data
- * directory, one lock), run in a thread of its own (./embedded/pglite.thread.ts).
+ * directory, one lock): on this thread, or with FACEMATCH_EMBEDDED_DB_THREAD=true in a thread of its
+ * own (./embedded/pglite.thread.ts).
  */
 import path from 'node:path';
 import type { Config } from '../config/config.js';
@@ -14,7 +15,10 @@ import type { VectorStore } from '../ports/vector-store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { InProcessLocks } from './embedded/in-process.locks.js';
 import { LocalObjectStore } from './embedded/local.object-store.js';
+import { PgliteDatabase } from './embedded/pglite.database.js';
+import { PgliteMatchStore } from './embedded/pglite.match-store.js';
 import { PgliteThread } from './embedded/pglite.thread.js';
+import { PgliteVectorStore } from './embedded/pglite.vector-store.js';
 import { MilvusVectorStore } from './milvus/milvus.vector-store.js';
 import { PostgresAdvisoryLocks } from './postgres/postgres.locks.js';
 import { describePostgres, PostgresMatchStore } from './postgres/postgres.match-store.js';
@@ -50,10 +54,11 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
     if (failed) throw failed.reason;
   };
 
-  // One lease on the embedded database's thread, opened on first need and shared by the embedded stores.
-  let embedded: Promise<PgliteThread> | undefined;
+  // One lease on the embedded database (or its thread), opened on first need and shared by the embedded stores.
+  let embedded: Promise<PgliteDatabase | PgliteThread> | undefined;
   const embeddedDb = () => {
-    embedded ??= PgliteThread.open(path.join(stores.dataDir, 'db')).then((db) => {
+    const dir = path.join(stores.dataDir, 'db');
+    embedded ??= (stores.embeddedDbThread ? PgliteThread.open(dir) : PgliteDatabase.open(dir)).then((db) => {
       closers.push(() => db.close());
       return db;
     });
@@ -63,9 +68,11 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
   try {
     let vectors: VectorStore;
     switch (stores.vectorStore) {
-      case 'embedded':
-        vectors = (await embeddedDb()).vectorStore();
+      case 'embedded': {
+        const db = await embeddedDb();
+        vectors = db instanceof PgliteThread ? db.vectorStore() : new PgliteVectorStore(db);
         break;
+      }
       case 'milvus': {
         const store = MilvusVectorStore.connect(config.milvus);
         closers.push(() => store.close());
@@ -76,9 +83,11 @@ export async function openStores(config: Config, log: Logger): Promise<OpenStore
 
     let matches: MatchStore;
     switch (stores.matchStore) {
-      case 'embedded':
-        matches = (await embeddedDb()).matchStore();
+      case 'embedded': {
+        const db = await embeddedDb();
+        matches = db instanceof PgliteThread ? db.matchStore() : new PgliteMatchStore(db);
         break;
+      }
       case 'postgres': {
         if (!config.postgres) throw new ConfigError('FACEMATCH_MATCH_STORE=postgres needs FACEMATCH_POSTGRES_URL');
         const store = PostgresMatchStore.open(config.postgres, log);

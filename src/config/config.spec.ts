@@ -8,6 +8,7 @@ import { CONFIG_VARIABLES, parseConfig, redactConfig } from './config.js';
 const BAD: Record<string, string[]> = {
   FACEMATCH_VERIFY_MODELS: ['maybe'],
   FACEMATCH_SPARE_CORES: ['sometimes'],
+  FACEMATCH_EMBEDDED_DB_THREAD: ['yes please'],
   FACEMATCH_MATCH_THRESHOLD: ['high', '1.5'],
   FACEMATCH_DEVICE: ['gpu'],
   FACEMATCH_CUDA_DEVICE_ID: ['-1', 'first'],

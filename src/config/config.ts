@@ -153,6 +153,7 @@ const schema = z.object({
   FACEMATCH_FETCH_TIMEOUT_MS: int(1).default(15_000),
   FACEMATCH_SOURCE_ALLOW: allowList.default(''),
   FACEMATCH_DATA_DIR: z.string().min(1).default('data'),
+  FACEMATCH_EMBEDDED_DB_THREAD: bool.default('false'),
   FACEMATCH_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name').default('facematch'),
   FACEMATCH_ANNOTATED_MAX_SIDE: int(0).default(2048),
   FACEMATCH_VECTOR_STORE: z.enum(['embedded', 'milvus']).default('embedded'),
@@ -339,6 +340,12 @@ export interface StoreConfig {
   vectorNamespace: string;
   /** Embedded stores live here: db/ (PGlite) and objects/ (annotated images). */
   dataDir: string;
+  /**
+   * The embedded database in a thread of its own (src/adapters/embedded/pglite.thread.ts) rather
+   * than on the event loop: an index build no longer stalls the loop, at a cost under saturation
+   * (README, "Embedded stores"). Off by default until that cost is understood.
+   */
+  embeddedDbThread: boolean;
   bucket: string;
   /** Annotated copies are shrunk to this longer side (0: original size). */
   annotatedMaxSide: number;
@@ -528,6 +535,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
       objectStore: e.FACEMATCH_OBJECT_STORE,
       vectorNamespace: e.FACEMATCH_VECTOR_NAMESPACE,
       dataDir: path.resolve(e.FACEMATCH_DATA_DIR),
+      embeddedDbThread: e.FACEMATCH_EMBEDDED_DB_THREAD,
       bucket: e.FACEMATCH_BUCKET,
       annotatedMaxSide: e.FACEMATCH_ANNOTATED_MAX_SIDE,
     },

@@ -10,7 +10,9 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalObjectStore } from '../../src/adapters/embedded/local.object-store.js';
 import { PgliteDatabase } from '../../src/adapters/embedded/pglite.database.js';
+import { PgliteMatchStore } from '../../src/adapters/embedded/pglite.match-store.js';
 import { PgliteThread, ThreadedMatchStore, ThreadedVectorStore } from '../../src/adapters/embedded/pglite.thread.js';
+import { PgliteVectorStore } from '../../src/adapters/embedded/pglite.vector-store.js';
 import { PostgresMatchStore } from '../../src/adapters/postgres/postgres.match-store.js';
 import { S3ObjectStore } from '../../src/adapters/s3/s3.object-store.js';
 import { openStores } from '../../src/adapters/stores.js';
@@ -77,9 +79,23 @@ describe('configuration of the stores', () => {
 });
 
 describe('openStores', () => {
-  it('embedded by default: vectors and matches share one PGlite database in its own thread, closed with the stores', async () => {
+  it('embedded by default: vectors and matches share one PGlite database, closed with the stores', async () => {
     const dir = await dataDir();
     const stores = await openStores(parseConfig(env({ FACEMATCH_DATA_DIR: dir })), log);
+    expect(stores.vectors).toBeInstanceOf(PgliteVectorStore);
+    expect(stores.matches).toBeInstanceOf(PgliteMatchStore);
+    expect(stores.objects).toBeInstanceOf(LocalObjectStore);
+    expect(PgliteThread.holds(path.join(dir, 'db'))).toBe(false);
+    await stores.vectors.init(CONTRACT_DIMENSION);
+    await Promise.all([stores.vectors.ping(), stores.matches.ping(), stores.objects.ping()]);
+    await stores.close();
+    // The directory's lock is released: another open succeeds.
+    await (await PgliteDatabase.open(path.join(dir, 'db'))).close();
+  });
+
+  it('FACEMATCH_EMBEDDED_DB_THREAD=true: the shared database runs in a thread of its own, closed with the stores', async () => {
+    const dir = await dataDir();
+    const stores = await openStores(parseConfig(env({ FACEMATCH_DATA_DIR: dir, FACEMATCH_EMBEDDED_DB_THREAD: 'true' })), log);
     expect(stores.vectors).toBeInstanceOf(ThreadedVectorStore);
     expect(stores.matches).toBeInstanceOf(ThreadedMatchStore);
     expect(stores.objects).toBeInstanceOf(LocalObjectStore);
@@ -97,7 +113,7 @@ describe('openStores', () => {
     const config = parseConfig(env({ FACEMATCH_MATCH_STORE: 'postgres', FACEMATCH_OBJECT_STORE: 's3', FACEMATCH_DATA_DIR: dir }));
     const stores = await openStores(config, log);
     try {
-      expect(stores.vectors).toBeInstanceOf(ThreadedVectorStore);
+      expect(stores.vectors).toBeInstanceOf(PgliteVectorStore);
       expect(stores.matches).toBeInstanceOf(PostgresMatchStore);
       expect(stores.objects).toBeInstanceOf(S3ObjectStore);
       await stores.vectors.init(CONTRACT_DIMENSION);

@@ -2,10 +2,11 @@
  * The embedded database in a thread of its own (./pglite.worker.ts), and the stores on it as the
  * service sees them: ThreadedVectorStore and ThreadedMatchStore send each call to the thread in one
  * message and get its result in one reply, while PgliteVectorStore and PgliteMatchStore run there
- * unchanged, with all their statements.
+ * unchanged, with all their statements. The service uses it with FACEMATCH_EMBEDDED_DB_THREAD=true
+ * (off by default: README, "Embedded stores").
  *
  * Why. PGlite runs each statement synchronously on the thread that holds it. On the main thread a
- * table's IVFFlat build held the event loop for seconds (7.8 s at 10,000 rows), and a photo's
+ * table's IVFFlat build holds the event loop for seconds (1.4-1.7 s at 10,000 rows, 11.1 s at 80,000), and a photo's
  * statements for ~40 ms of a loaded core. Session 10 tried one message per statement (two
  * cross-thread wake-ups each, ~19 a photo) and it was slower under load on two cores; a store call
  * is one message each way, 3-5 a photo.
