@@ -24,7 +24,7 @@ import { request as httpGet } from 'node:http';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import { api, client, LOOPBACK_SERVICE, photoServer } from '../e2e/support.js';
 import { serve } from '../src/bin/serve.js';
@@ -124,6 +124,29 @@ function probeEventLoop(): { stop(): { p99: number; max: number; mean: number; s
       // Values are the time between two ticks of a timer that should fire every resolution ms.
       const ms = (ns: number): number => Math.max(0, ns / 1e6 - ELD_RESOLUTION_MS);
       return { p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean), samples: h.count };
+    },
+  };
+}
+
+/**
+ * The main thread's garbage collections while probed: total pause, the longest, and how many were
+ * major (mark-compact). Large ArrayBuffers passing through the main thread (photos, pictures) count
+ * as its external memory and bring on major collections.
+ */
+function probeGc(): { stop(): { totalMs: number; maxMs: number; major: number; count: number } } {
+  const entries: PerformanceEntry[] = [];
+  const observer = new PerformanceObserver((list) => entries.push(...list.getEntries()));
+  observer.observe({ entryTypes: ['gc'] });
+  return {
+    stop() {
+      observer.disconnect();
+      const kind = (e: PerformanceEntry): number => ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0);
+      return {
+        totalMs: sum(entries.map((e) => e.duration)),
+        maxMs: entries.length ? Math.max(...entries.map((e) => e.duration)) : 0,
+        major: entries.filter((e) => kind(e) === perfConstants.NODE_PERFORMANCE_GC_MAJOR).length,
+        count: entries.length,
+      };
     },
   };
 }
@@ -285,6 +308,7 @@ async function main(): Promise<void> {
   for (const concurrency of CONCURRENCY) {
     await runWorkload(concurrency);
     const eld = probeEventLoop();
+    const gc = probeGc();
     const health = probeHealth(serving.httpPort);
     const cpu0 = await cpuSnapshot();
     const measured: { wallMs: number; calls: Call[] }[] = [];
@@ -292,6 +316,7 @@ async function main(): Promise<void> {
     const cpu = cpuShares(cpu0, await cpuSnapshot());
     const healthMs = await health.stop();
     const loop = eld.stop();
+    const collections = gc.stop();
     const rates = measured.map((m) => requests / (m.wallMs / 1000));
     const calls = measured.flatMap((m) => m.calls);
     throughput.push({
@@ -310,6 +335,7 @@ async function main(): Promise<void> {
       // it bounds throughput at cores x 1000 / cpu_ms_per_request whatever the concurrency.
       cpu_ms_per_request: cpu ? cpu.ownMs / (rounds * requests) : null,
       event_loop_delay_ms: loop,
+      main_gc: { ms_per_request: collections.totalMs / (rounds * requests), max_ms: collections.maxMs, major: collections.major, count: collections.count },
       healthz_ms: { p50: median(healthMs), p99: percentile(healthMs, 99), max: Math.max(...healthMs), samples: healthMs.length },
     });
   }
@@ -507,7 +533,7 @@ async function main(): Promise<void> {
   console.log(`\nthroughput: ${requests} ACTION_SHOT requests cycling through the ${light.length} non-crowd group photos, median of ${rounds} rounds after 1 warm-up round:\n`);
   console.log(
     table(
-      ['concurrency', 'photos/s (min-max)', 'latency p50', 'p95', 'own CPU', 'CPU ms/req', 'event-loop delay p99', 'max', '/healthz p50', 'p99', 'max', 'samples'],
+      ['concurrency', 'photos/s (min-max)', 'latency p50', 'p95', 'own CPU', 'CPU ms/req', 'event-loop delay p99', 'max', 'main GC ms/req', 'GC max', 'major GCs', '/healthz p50', 'p99', 'max', 'samples'],
       [
         ...throughput.map((t) => [
           String(t.concurrency),
@@ -518,12 +544,15 @@ async function main(): Promise<void> {
           t.cpu_ms_per_request === null ? '?' : f1(t.cpu_ms_per_request),
           f1(t.event_loop_delay_ms.p99),
           f1(t.event_loop_delay_ms.max),
+          f1(t.main_gc.ms_per_request),
+          f1(t.main_gc.max_ms),
+          String(t.main_gc.major),
           f1(t.healthz_ms.p50),
           f1(t.healthz_ms.p99),
           f1(t.healthz_ms.max),
           String(t.healthz_ms.samples),
         ]),
-        ['idle', '-', '-', '-', '-', '-', '-', '-', f1(median(healthIdle)), f1(percentile(healthIdle, 99)), f1(Math.max(...healthIdle)), String(healthIdle.length)],
+        ['idle', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', f1(median(healthIdle)), f1(percentile(healthIdle, 99)), f1(Math.max(...healthIdle)), String(healthIdle.length)],
       ],
     ),
   );
@@ -534,7 +563,7 @@ async function main(): Promise<void> {
         ? ''
         : `CPU-bound ceiling at c1's CPU cost: ${ceiling.toFixed(1)} photos/s on ${cpus.length} idle cores = ${(ceiling / c1.photos_per_s).toFixed(2)}x c1. `) +
       `Own CPU = this process (service, its workers, the photo server and the client) as a share of all cores; ` +
-      `event-loop delay beyond the ${ELD_RESOLUTION_MS} ms sampling interval; /healthz every ${HEALTH_EVERY_MS} ms, client in this process.`,
+      `event-loop delay beyond the ${ELD_RESOLUTION_MS} ms sampling interval; main GC = the main thread's collection pauses (all of them, per request; the longest; the major ones); /healthz every ${HEALTH_EVERY_MS} ms, client in this process.`,
   );
   console.log(
     `\nthroughput goal (0.9 x ${cores} cores x one core's bare-run throughput, ${f1(oneCoreRate)} photos/s over the workload's photos): ` +
@@ -615,6 +644,7 @@ async function main(): Promise<void> {
         other_cpu_share: roundShare(t.other_cpu_share),
         cpu_ms_per_request: t.cpu_ms_per_request === null ? null : round(t.cpu_ms_per_request, 1),
         event_loop_delay_ms: roundValues(t.event_loop_delay_ms),
+        main_gc: roundValues(t.main_gc),
         healthz_ms: roundValues(t.healthz_ms),
       })),
       speedup: round(speedup, 3),
