@@ -26,6 +26,10 @@
  *   shared-embedding.ts); the Python side keeps BENCH_THREADS threads (onnxruntime's default: every
  *   core), as the InsightFace pipeline runs by default. Photos still go one at a time.
  *
+ * Before each timed call the bench pauses BENCH_GAP_MS (default 100): idle onnxruntime threads spin
+ * for a while after a run, and one side's spinning threads must not share the cores with the other
+ * side's next run.
+ *
  * Environment: BENCH_ITERATIONS (default 5 per side, after one warm-up each), BENCH_THREADS (intra-op
  * threads, default all cores), BENCH_PYTHON_SPINNING (0 or 1; by default the Python side's sessions
  * take the intra-op threads and spinning of facematch's sessions in force, which its session tuner,
@@ -76,6 +80,9 @@ const iterations = positiveEnv('BENCH_ITERATIONS', 5);
 const threads = positiveEnv('BENCH_THREADS', os.availableParallelism());
 const spinningEnv = process.env.BENCH_PYTHON_SPINNING;
 const mode = process.env.BENCH_FACEMATCH ?? 'analyzer';
+const gapMs = Number(process.env.BENCH_GAP_MS ?? 100);
+if (!Number.isFinite(gapMs) || gapMs < 0) throw new Error('BENCH_GAP_MS must be a number of ms >= 0');
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 if (mode !== 'analyzer' && mode !== 'pool') throw new Error('BENCH_FACEMATCH must be analyzer or pool');
 if (spinningEnv !== undefined && spinningEnv !== '0' && spinningEnv !== '1') throw new Error('BENCH_PYTHON_SPINNING must be 0 or 1');
 
@@ -336,11 +343,13 @@ async function benchPhoto(analyzer: Side, ref: Reference, input: Input): Promise
   const py: number[] = [];
   const pyDecode: number[] = [];
   for (let i = 0; i < iterations; i++) {
+    await pause(gapMs);
     const t0 = performance.now();
     const r = await analyzer.analyze(input.bytes, input.name);
     fm.push(performance.now() - t0);
     const d = r.stages.find((s) => s.stage === 'decode');
     fmDecode.push(d ? d.end - d.start : Number.NaN);
+    await pause(gapMs);
     const p = await ref.analyze(input.name, input.bytes);
     py.push(p.ms.total);
     pyDecode.push(p.ms.decode);
