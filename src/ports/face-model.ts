@@ -5,14 +5,23 @@
  */
 import type { DrawnFace, FaceAnalysis, Picture } from '../domain/face.js';
 
+export interface AnalyzeOptions {
+  keepPicture?: boolean;
+  signal?: AbortSignal;
+  handOver?: boolean;
+}
+
 export interface FaceModel {
   readonly threshold: number;
   readonly pack: { name: string };
   /**
    * With `keepPicture`, the decoded pixels come back too (to draw the annotated copy on). With
-   * `signal`, a photo still queued is dropped when it aborts, and the call rejects at once.
+   * `signal`, a photo still queued is dropped when it aborts, and the call rejects at once. With
+   * `handOver` the caller gives the bytes up: an implementation may take their buffer instead of
+   * copying it (the caller's array is then empty), and returns the picture whenever it is asked for
+   * one, so that nothing needs the bytes afterwards.
    */
-  analyze(bytes: Uint8Array, what?: string, options?: { keepPicture?: boolean; signal?: AbortSignal }): Promise<FaceAnalysis>;
+  analyze(bytes: Uint8Array, what?: string, options?: AnalyzeOptions): Promise<FaceAnalysis>;
 }
 
 /**

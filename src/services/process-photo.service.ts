@@ -78,7 +78,12 @@ export class ProcessPhotoService {
       const ctx: StageContext = { times, attributes: ids, ...(req.signal ? { signal: req.signal } : {}) };
       const bytes = await this.t.stage('fetch', ctx, () => this.d.images.read(req.imageUrl, req.signal));
       span.setAttribute(ATTR.imageBytes, bytes.length);
-      const analysis = await this.d.model.analyze(bytes, redactUrl(req.imageUrl), { keepPicture: true, ...(req.signal ? { signal: req.signal } : {}) });
+      // The bytes are handed over: the annotated copy is drawn on the picture that comes back.
+      const analysis = await this.d.model.analyze(bytes, redactUrl(req.imageUrl), {
+        keepPicture: true,
+        handOver: true,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
       this.t.modelStages(analysis.stages, times, { ...ids, [ATTR.faces]: analysis.faces.length });
       span.setAttribute(ATTR.faces, analysis.faces.length);
       // The write phase runs under the photo's lock (and the enrolling user's): two requests for

@@ -29,7 +29,7 @@ export class SearchFacesService {
       const ids = { [ATTR.eventId]: eventId };
       const ctx: StageContext = { times: { total: 0 }, attributes: ids, ...(signal ? { signal } : {}) };
       const bytes = await this.t.stage('fetch', ctx, () => this.d.images.read(imageUrl, signal));
-      const analysis = await this.d.model.analyze(bytes, redactUrl(imageUrl), signal ? { signal } : {});
+      const analysis = await this.d.model.analyze(bytes, redactUrl(imageUrl), { handOver: true, ...(signal ? { signal } : {}) });
       this.t.modelStages(analysis.stages, undefined, { ...ids, [ATTR.faces]: analysis.faces.length });
       const face = analysis.faces[0];
       if (!face) throw new NoFaceError(`no face found in ${redactUrl(imageUrl)}`);

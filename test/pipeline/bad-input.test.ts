@@ -146,6 +146,17 @@ describe('reading image sources', () => {
       else if (path === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
       else if (path === '/loop') res.writeHead(302, { location: '/loop' }).end();
       else if (path === '/slow') setTimeout(() => res.writeHead(200).end('late'), 2_000);
+      // No content-length: chunked, in pieces.
+      else if (path === '/chunked.jpg') {
+        res.writeHead(200, { 'content-type': 'image/jpeg' });
+        for (let at = 0; at < jpeg.length; at += 10_000) res.write(jpeg.subarray(at, at + 10_000));
+        res.end();
+      }
+      // Declares the whole photo, sends half of it and closes the connection.
+      else if (path === '/short.jpg') {
+        res.writeHead(200, { 'content-type': 'image/jpeg', 'content-length': String(jpeg.length) });
+        res.write(jpeg.subarray(0, jpeg.length >> 1), () => res.destroy());
+      }
       else res.writeHead(404).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -173,8 +184,18 @@ describe('reading image sources', () => {
     expect(await codeOf(readImageSource(`${base}/slow`, { ...config.source, timeoutMs: 200 }))).toBe('SOURCE_UNREACHABLE');
   });
 
-  it('a download over the byte limit is SOURCE_TOO_LARGE', async () => {
+  it('a download over the byte limit is SOURCE_TOO_LARGE, with a declared length or without', async () => {
     expect(await codeOf(readImageSource(`${base}/photo.jpg`, { ...config.source, maxBytes: 1000 }))).toBe('SOURCE_TOO_LARGE');
+    expect(await codeOf(readImageSource(`${base}/chunked.jpg`, { ...config.source, maxBytes: 25_000 }))).toBe('SOURCE_TOO_LARGE');
+  });
+
+  it('reads the photo byte for byte, with a declared length or without, and a body cut short is SOURCE_UNREACHABLE', async () => {
+    const jpeg = await read(group('facerec_two_people.jpg'));
+    for (const route of ['/photo.jpg', '/chunked.jpg']) {
+      const bytes = await readImageSource(`${base}${route}`, config.source);
+      expect(Buffer.from(bytes).equals(jpeg)).toBe(true);
+    }
+    expect(await codeOf(readImageSource(`${base}/short.jpg`, config.source))).toBe('SOURCE_UNREACHABLE');
   });
 
   it('loopback, private and link-local addresses are SOURCE_FORBIDDEN unless allow-listed', async () => {

@@ -59,6 +59,20 @@ describe('a photo’s faces embedded by several inference workers', () => {
       expect(sharedFaces(got)).toBeLessThan(got.faces.length);
     });
 
+    it('takes bytes handed over without a copy, and copies bytes that are not, or that share their buffer', async () => {
+      const handed = new Uint8Array(small);
+      expectSameFaces(await pool.analyze(handed, SMALL, { handOver: true }), SMALL);
+      expect(handed.byteLength).toBe(0); // moved to the worker
+      const kept = new Uint8Array(small);
+      expectSameFaces(await pool.analyze(kept, SMALL), SMALL);
+      expect(kept.byteLength).toBe(small.length);
+      // A view into a larger buffer: handing it over must not take (and empty) the rest of that buffer.
+      const larger = new Uint8Array(small.length + 16);
+      larger.set(small, 8);
+      expectSameFaces(await pool.analyze(larger.subarray(8, 8 + small.length), SMALL, { handOver: true }), SMALL);
+      expect(larger.byteLength).toBe(small.length + 16);
+    });
+
     it('does not hold up a photo that arrives meanwhile: the helper turns to it', async () => {
       const order: string[] = [];
       const big = pool.analyze(crowd).then((a) => (order.push(CROWD), a));

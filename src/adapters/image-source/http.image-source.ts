@@ -102,16 +102,22 @@ export class HttpImageSource implements ImageSource {
         }
         const declared = Number(res.headers['content-length'] ?? NaN);
         if (declared > maxBytes) return fail(new SourceTooLargeError(`${shown} is ${declared} bytes; the limit is ${maxBytes}`));
+        // With a declared length the body is copied into one buffer as it arrives: each chunk is
+        // garbage at once, and the photo is never held twice (the chunks and their concatenation).
+        // The buffer is the photo's alone, so the inference pool can hand it to a worker as is.
+        const into = Number.isSafeInteger(declared) && declared >= 0 ? new Uint8Array(declared) : undefined;
         const chunks: Buffer[] = [];
         let total = 0;
         res.on('data', (chunk: Buffer) => {
-          total += chunk.length;
-          if (total > maxBytes) fail(new SourceTooLargeError(`${shown} is larger than the limit of ${maxBytes} bytes`));
+          if (total + chunk.length > maxBytes) return fail(new SourceTooLargeError(`${shown} is larger than the limit of ${maxBytes} bytes`));
+          if (into && total + chunk.length > into.length) return fail(new SourceUnreachableError(`${shown} sent more than its declared ${declared} bytes`));
+          if (into) into.set(chunk, total);
           else chunks.push(chunk);
+          total += chunk.length;
         });
         res.on('end', () => {
-          if (!res.complete) return fail(new SourceUnreachableError(`download of ${shown} was cut short`));
-          resolve({ body: Buffer.concat(chunks, total) });
+          if (!res.complete || (into && total !== into.length)) return fail(new SourceUnreachableError(`download of ${shown} was cut short`));
+          resolve({ body: into ?? Buffer.concat(chunks, total) });
         });
         res.on('error', fail);
       });
