@@ -17,7 +17,7 @@
  * user's too), across replicas: the call that takes it last writes last and wins whole.
  */
 import { trace } from '@opentelemetry/api';
-import { CancelledError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
+import { CancelledError, InternalError, InvalidArgumentError, NoFaceError } from '../domain/errors.js';
 import type { DrawnFace, Face, FaceAnalysis, Picture, StageTimes } from '../domain/face.js';
 import { checkId } from '../domain/ids.js';
 import { DEFAULT_EVENT, faceId, sampleId, type FaceRecord, type MatchRecord, type PhotoKind, type PhotoRecord } from '../domain/photo.js';
@@ -86,6 +86,8 @@ export class ProcessPhotoService {
       });
       this.t.modelStages(analysis.stages, times, { ...ids, [ATTR.faces]: analysis.faces.length });
       span.setAttribute(ATTR.faces, analysis.faces.length);
+      const picture = analysis.picture;
+      if (!picture) throw new InternalError('the face model returned no picture to draw on, though it was asked for one');
       // The write phase runs under the photo's lock (and the enrolling user's): two requests for
       // the same photo (an Envoy retry or hedge, on two replicas) write one after the other, and the
       // one that takes the lock last wins whole; a ForgetUser waits for an enrolment or comes first.
@@ -111,8 +113,8 @@ export class ProcessPhotoService {
           };
           const done =
             req.kind === 'FACECAM'
-              ? await this.enrol(photo, userId!, analysis, bytes, locked, previous !== undefined)
-              : await this.matchActionShot(photo, analysis, bytes, locked);
+              ? await this.enrol(photo, userId!, analysis, picture, locked, previous !== undefined)
+              : await this.matchActionShot(photo, analysis, picture, locked);
           if (previous?.annotatedKey && previous.annotatedKey !== photo.annotatedKey) {
             await this.d.objects.delete(previous.annotatedKey);
           }
@@ -129,7 +131,7 @@ export class ProcessPhotoService {
   private async matchActionShot(
     photo: PhotoRecord,
     analysis: FaceAnalysis,
-    bytes: Uint8Array,
+    picture: Picture,
     ctx: StageContext,
   ): Promise<Omit<ProcessPhotoResult, 'timings'>> {
     const { photoId, eventId } = photo;
@@ -156,7 +158,7 @@ export class ProcessPhotoService {
     const best = found.map((hits) => hits[0]);
     const annotated = await this.drawAndUpload(
       photo,
-      analysis.picture ?? bytes,
+      picture,
       faces.map((f, i) => ({ ...f, highlight: !!best[i], label: best[i] ? `#${i} ${best[i].similarity.toFixed(2)}` : `#${i}` })),
       ctx,
     );
@@ -192,7 +194,7 @@ export class ProcessPhotoService {
     photo: PhotoRecord,
     userId: string,
     analysis: FaceAnalysis,
-    bytes: Uint8Array,
+    picture: Picture,
     ctx: StageContext,
     /** The photo was recorded before (this is a reprocess). */
     reenrolment: boolean,
@@ -203,7 +205,7 @@ export class ProcessPhotoService {
     const record = faceRecord(photoId, 0, face);
     // The drawing needs neither the vectors nor the search; the sample is stored before the action
     // faces are searched (see the header: concurrent action shots).
-    const drawn = this.drawAndUpload(photo, analysis.picture ?? bytes, [{ ...record, highlight: true, label: userId }], ctx);
+    const drawn = this.drawAndUpload(photo, picture, [{ ...record, highlight: true, label: userId }], ctx);
     let stored = false;
     const searched = (async () => {
       await this.t.stage(
@@ -265,8 +267,8 @@ export class ProcessPhotoService {
     };
   }
 
-  private async drawAndUpload(photo: PhotoRecord, source: Uint8Array | Picture, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
-    const jpeg = await this.t.stage('draw', ctx, () => this.d.annotate(source, faces, { width: photo.width, height: photo.height }));
+  private async drawAndUpload(photo: PhotoRecord, picture: Picture, faces: DrawnFace[], ctx: StageContext): Promise<ObjectLocation> {
+    const jpeg = await this.t.stage('draw', ctx, () => this.d.annotate(picture, faces, { width: photo.width, height: photo.height }));
     return this.t.stage('upload', ctx, () => this.d.objects.put(photo.annotatedKey!, jpeg, 'image/jpeg'));
   }
 
