@@ -12,6 +12,12 @@
 # 2.3 line). The newest release of that package is 2.3.5 (there is no 2.3.9 on PyPI), so that is the
 # version installed. Its binaries are unpacked once into the cache directory.
 #
+# Time tick: Milvus's proxy.timeTickInterval, FACEMATCH_TEST_ENV_MILVUS_TIME_TICK_MS (default 50), as
+# the chart's milvus.timeTickIntervalMs: every Strong read (and every delete by photo or by user) waits
+# for the query node's clock, which moves in these ticks (Milvus's own default is 200;
+# `npm run bench:milvus-tick` measures both sides). It takes effect at a start: an already running
+# Milvus keeps the interval it was started with.
+#
 # Ports: the proxy (gRPC and REST) on 19531, so as not to collide with a Milvus on the default 19530;
 # the embedded etcd on 2379 and 2380 (no other etcd may use them); the internal ports (53100, 19529,
 # 19532, 21121-21124, 13333, 9091 ...) move up to the next free one if taken.
@@ -19,6 +25,7 @@
 MILVUS_PIP_VERSION=2.3.5
 MILVUS_PORT="${FACEMATCH_TEST_ENV_MILVUS_PORT:-19531}"
 MILVUS_ETCD_PORTS=(2379 2380)
+MILVUS_TIME_TICK_MS="${FACEMATCH_TEST_ENV_MILVUS_TIME_TICK_MS:-50}"
 # A first start unpacks ~450 MB of binaries; a start answers gRPC after 10-40 s on 2 cores (longer
 # as the data folder accumulates collections to recover: `scripts/test-env clean` resets it).
 MILVUS_START_TIMEOUT_S=240
@@ -207,8 +214,13 @@ milvus_up() {
     mkdir -p "$bin"
     [[ -e "$data/bin" ]] || ln -s "$bin" "$data/bin"
     rm -f "$data/.ready"
-    _milvus_log "starting Milvus $MILVUS_PIP_VERSION on 127.0.0.1:$MILVUS_PORT (data $data, log $(_milvus_logfile))"
-    "$(_milvus_venv)/bin/python" -c "$_MILVUS_LAUNCHER" "$data" "$MILVUS_PORT" "${MILVUS_ETCD_PORTS[0]}" \
+    if ! [[ "$MILVUS_TIME_TICK_MS" =~ ^[1-9][0-9]*$ ]]; then
+      _milvus_log "FACEMATCH_TEST_ENV_MILVUS_TIME_TICK_MS must be a positive integer (ms), got '$MILVUS_TIME_TICK_MS'"
+      return 1
+    fi
+    _milvus_log "starting Milvus $MILVUS_PIP_VERSION on 127.0.0.1:$MILVUS_PORT, time tick $MILVUS_TIME_TICK_MS ms (data $data, log $(_milvus_logfile))"
+    # Milvus reads any configuration key from the environment (proxy.timeTickInterval: PROXY_TIMETICKINTERVAL).
+    PROXY_TIMETICKINTERVAL="$MILVUS_TIME_TICK_MS" "$(_milvus_venv)/bin/python" -c "$_MILVUS_LAUNCHER" "$data" "$MILVUS_PORT" "${MILVUS_ETCD_PORTS[0]}" \
       "$data/.ready" "$MILVUS_STOP_TIMEOUT_S" </dev/null >>"$(_milvus_logfile)" 2>&1 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$(_milvus_pidfile)"

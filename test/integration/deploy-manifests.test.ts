@@ -261,6 +261,26 @@ describe.skipIf(!REAL)('the shipped manifests on kube-apiserver + kube-controlle
     });
   });
 
+  describe("Milvus's time tick", () => {
+    const milvusEnv = (objects: K8sObject[]): Record<string, unknown> => {
+      const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-milvus')) as
+        | (K8sObject & { spec: { template: { spec: { containers: { name: string; env?: { name: string; value?: unknown }[] }[] } } } })
+        | undefined;
+      const container = sts?.spec.template.spec.containers.find((c) => c.name === 'milvus');
+      return Object.fromEntries((container?.env ?? []).map((e) => [e.name, e.value]));
+    };
+
+    it('is 50 ms by default (Milvus: 200), set by milvus.timeTickIntervalMs, and a value that is not a positive whole number is refused', async () => {
+      expect(milvusEnv(await helmTemplate('tick-default', {}, 'default')).PROXY_TIMETICKINTERVAL).toBe('50');
+      expect(milvusEnv(await helmTemplate('tick-200', { milvus: { timeTickIntervalMs: 200 } }, 'default')).PROXY_TIMETICKINTERVAL).toBe('200');
+      for (const bad of [0, -5, 'fast', 12.5]) {
+        const r = await h.run(['template', RELEASE, CHART, '--skip-tests', '-f', await valuesFile('tick-bad', { milvus: { timeTickIntervalMs: bad } })]);
+        expect(r.code, `timeTickIntervalMs ${JSON.stringify(bad)}`).not.toBe(0);
+        expect(r.stderr).toContain(`milvus.timeTickIntervalMs must be a positive whole number of milliseconds (got ${bad})`);
+      }
+    });
+  });
+
   describe('every render is accepted, applied, and becomes ReplicaSets, Pods and claims', () => {
     for (const overlay of OVERLAYS) {
       it(`kubectl kustomize kustomize/overlays/${overlay}`, async () => {

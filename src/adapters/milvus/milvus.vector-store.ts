@@ -16,9 +16,11 @@
  * sends, and that is the last write of *this* client, which another replica does not know. Strong
  * costs time: a read waits for the query node's clock to pass its start, which moves in time ticks
  * (`proxy.timeTickInterval`, 200 ms by default), and measures 200 or 400 ms per search on Milvus
- * 2.3.5 whatever the collection's size (bench/stores.bench.ts; Bounded: 2-3 ms). Searches issued
- * concurrently wait for the same tick, so a caller with several should send them together; an
- * operator can shorten the interval on the server.
+ * 2.3.5 at that default whatever the collection's size (bench/stores.bench.ts; Bounded: 2-3 ms).
+ * Searches issued concurrently wait for the same tick, so a caller with several should send them
+ * together. The interval is the server's: the chart starts Milvus with 50 ms
+ * (`milvus.timeTickIntervalMs`), where a photo's store and search calls take less than half as long
+ * (bench/milvus-tick.bench.ts).
  *
  * Upsert. Milvus up to 2.3.x computes the partition of an upserted row from the wrong field when the
  * collection has a partition key (milvus-io/milvus#30607, fixed for later releases by #30772/#30773):
