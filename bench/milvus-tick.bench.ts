@@ -26,6 +26,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { MilvusVectorStore } from '../src/adapters/milvus/milvus.vector-store.js';
 import type { VectorRecord } from '../src/ports/vector-store.js';
+import { seededRandom } from '../test/support/seeded-random.js';
 import { cpuDescription, f1, median, percentile, positiveEnv, REPO, table, writeReport } from './support.js';
 
 const run = promisify(execFile);
@@ -45,13 +46,9 @@ const DIM = 512;
 
 /** Seeded unit vectors, so that every interval stores and searches the same data. */
 function vectors(seed: number, n: number): Float32Array[] {
-  let s = seed >>> 0;
-  const next = (): number => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
+  const next = seededRandom(seed);
   return Array.from({ length: n }, () => {
-    const v = Float32Array.from({ length: DIM }, next);
+    const v = Float32Array.from({ length: DIM }, () => next() - 0.5);
     const norm = Math.hypot(...v);
     return v.map((x) => x / norm);
   });
